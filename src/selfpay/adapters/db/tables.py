@@ -1,0 +1,155 @@
+"""Tables of the DMZ database and of the built-in ledger (SQLAlchemy Core).
+
+Money columns are BigInteger fen. Account numbers are strings. Alembic migrations under
+src/selfpay/migrations mirror this file; a test checks they agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+billers = Table(
+    "billers",
+    metadata,
+    Column("code", String(8), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("name_en", String(64), nullable=False, server_default=""),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("biller", String(8), ForeignKey("billers.code"), nullable=False),
+    Column("number", String(32), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("phone", String(32), nullable=False, server_default=""),
+    Column("address", String(256), nullable=False, server_default=""),
+    Column("balance_fen", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("biller", "number", name="uq_accounts_biller_number"),
+    CheckConstraint("balance_fen >= 0", name="balance_not_negative"),
+)
+Index("ix_accounts_phone", accounts.c.phone)
+
+bills = Table(
+    "bills",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("biller", String(8), nullable=False),
+    Column("account", String(32), nullable=False),
+    Column("period", String(16), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("paid_fen", BigInteger, nullable=False, server_default="0"),
+    Column("due_date", Date, nullable=True),
+    Column("status", String(16), nullable=False, server_default="open"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(
+        ["biller", "account"], ["accounts.biller", "accounts.number"],
+        name="fk_bills_account",
+    ),
+    UniqueConstraint("biller", "account", "period", name="uq_bills_biller_account_period"),
+    CheckConstraint("amount_fen > 0", name="amount_positive"),
+    CheckConstraint("paid_fen >= 0 AND paid_fen <= amount_fen", name="paid_within_amount"),
+    CheckConstraint("status IN ('open', 'paid', 'cancelled')", name="status_known"),
+)
+Index("ix_bills_status", bills.c.biller, bills.c.account, bills.c.status)
+
+ledger_payments = Table(
+    "ledger_payments",
+    metadata,
+    Column("payment_id", String(64), primary_key=True),
+    Column("biller", String(8), nullable=False),
+    Column("account", String(32), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("surplus_fen", BigInteger, nullable=False),
+    Column("balance_after_fen", BigInteger, nullable=False),
+    Column("applied", JSON, nullable=False),  # [[bill_id, fen], ...]
+    Column("channel", String(32), nullable=False, server_default=""),
+    Column("channel_txn_id", String(64), nullable=False, server_default=""),
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+    Column("posted_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("amount_fen > 0", name="amount_positive"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("active", Boolean, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("role IN ('admin', 'operator', 'auditor')", name="role_known"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(256), nullable=False, server_default=""),
+    Column("detail", JSON, nullable=False),
+    Column("ip", String(64), nullable=False, server_default=""),
+)
+Index("ix_audit_log_at", audit_log.c.at)
+
+import_runs = Table(
+    "import_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("filename", String(256), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("total_rows", Integer, nullable=False),
+    Column("imported", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("errors", JSON, nullable=False),  # [[row, message], ...]
+)
+
+qr_batches = Table(
+    "qr_batches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("actor", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("source_filename", String(256), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("stored_path", Text, nullable=False),
+    Column("billers", String(256), nullable=False, server_default=""),
+    Column("warnings", JSON, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""The core: domain objects and rules. Imports nothing but the standard library."""

@@ -1,0 +1,164 @@
+"""Accounts, bills and payments of a biller, as the built-in ledger keeps them.
+
+Account numbers are strings: they keep leading zeros and never pass through a number.
+They are restricted to 0-9, A-Z and '-' so that they fit the QR alphanumeric mode and a
+URL path unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+from selfpay.domain.errors import InvalidAccountNumber, InvalidBillerCode
+
+ACCOUNT_RE = re.compile(r"^[0-9A-Z-]{1,32}$")
+BILLER_RE = re.compile(r"^[A-Z][A-Z0-9]{0,7}$")
+
+
+def normalize_account(raw: object) -> str:
+    """Turn a cell or a typed value into an account number string.
+
+    - numeric cells (int, or a float with no fraction, as spreadsheets store them)
+      become their digits, without '.0' or an exponent;
+    - surrounding spaces (also full-width ones) go, full-width digits and letters
+      become ASCII (NFKC), letters are upper-cased;
+    - anything else outside 0-9 A-Z '-' is refused.
+    Leading zeros survive only when the cell is text: a numeric cell has none to keep.
+    """
+    if raw is None or isinstance(raw, bool):
+        raise InvalidAccountNumber("account number is empty")
+    if isinstance(raw, int):
+        if raw < 0:
+            raise InvalidAccountNumber(f"account number cannot be negative: {raw}")
+        text = str(raw)
+    elif isinstance(raw, float):
+        if raw != raw or raw in (float("inf"), float("-inf")) or raw < 0 or raw != int(raw):
+            raise InvalidAccountNumber(f"account number is not a whole number: {raw!r}")
+        text = format(Decimal(repr(raw)), "f").split(".")[0]
+    elif isinstance(raw, Decimal):
+        if raw != raw.to_integral_value() or raw < 0:
+            raise InvalidAccountNumber(f"account number is not a whole number: {raw}")
+        text = format(raw.quantize(Decimal(1)), "f")
+    elif isinstance(raw, str):
+        text = unicodedata.normalize("NFKC", raw).strip().upper()
+    else:
+        raise InvalidAccountNumber(f"account number has an unsupported type: {raw!r}")
+    if not text:
+        raise InvalidAccountNumber("account number is empty")
+    if not ACCOUNT_RE.match(text):
+        raise InvalidAccountNumber(
+            f"account number may hold only 0-9, A-Z and '-' (1-32 characters): {text!r}"
+        )
+    return text
+
+
+def normalize_biller(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise InvalidBillerCode(f"biller code must be text: {raw!r}")
+    text = unicodedata.normalize("NFKC", raw).strip().upper()
+    if not BILLER_RE.match(text):
+        raise InvalidBillerCode(
+            f"biller code must be a letter then up to 7 letters or digits: {raw!r}"
+        )
+    return text
+
+
+def mask_name(name: str) -> str:
+    """张三丰 -> 张*丰, 张三 -> 张*, Alice Smith -> A*********h. Shown to the public."""
+    name = name.strip()
+    if len(name) <= 1:
+        return "*" if name else ""
+    if len(name) == 2:
+        return name[0] + "*"
+    return name[0] + "*" * (len(name) - 2) + name[-1]
+
+
+def mask_phone(phone: str) -> str:
+    """13812345678 -> 138****5678."""
+    digits = phone.strip()
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+
+
+class BillStatus(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Biller:
+    code: str
+    name: str
+    name_en: str = ""
+
+
+@dataclass(slots=True)
+class Account:
+    biller: str
+    number: str
+    name: str
+    phone: str = ""
+    address: str = ""
+    balance_fen: int = 0  # prepaid surplus; never negative in the ledger
+
+
+@dataclass(slots=True)
+class Bill:
+    id: int | None
+    biller: str
+    account: str
+    period: str
+    amount_fen: int
+    due_date: dt.date | None
+    status: BillStatus = BillStatus.OPEN
+    paid_fen: int = 0
+
+    @property
+    def outstanding_fen(self) -> int:
+        return self.amount_fen - self.paid_fen
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentPosting:
+    """A payment to post against an account; `payment_id` makes posting idempotent."""
+
+    payment_id: str
+    biller: str
+    account: str
+    amount_fen: int
+    bill_ids: tuple[int, ...] = ()
+    channel: str = ""
+    channel_txn_id: str = ""
+    paid_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostingResult:
+    payment_id: str
+    applied: tuple[tuple[int, int], ...]  # (bill id, fen applied)
+    surplus_fen: int  # what stayed on the account as prepaid balance
+    balance_fen: int  # account balance after posting
+    duplicate: bool = False  # True when this payment id had been posted before
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    """What the public sees of an account: masked, with its open bills."""
+
+    biller: str
+    account: str
+    masked_name: str
+    balance_fen: int
+    open_bills: tuple[Bill, ...] = field(default_factory=tuple)
+
+    @property
+    def total_due_fen(self) -> int:
+        due = sum(b.outstanding_fen for b in self.open_bills) - self.balance_fen
+        return max(due, 0)

@@ -1,0 +1,386 @@
+"""The `selfpay` command. Each command parses its input, calls a use case, and prints."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from selfpay.bootstrap import Container, bootstrap
+from selfpay.config import Settings, load_settings, new_qr_key
+from selfpay.domain.accounts import normalize_account, normalize_biller
+from selfpay.domain.errors import DomainError, InvalidCode
+from selfpay.domain.qrcodes import make_payload, verify_payload
+
+app = typer.Typer(help="selfpay: self-service bill payment.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+import_app = typer.Typer(help="Import accounts or bills from .xlsx or .csv.", no_args_is_help=True)
+qr_app = typer.Typer(help="QR codes of accounts.", no_args_is_help=True)
+users_app = typer.Typer(help="Staff users of the admin console.", no_args_is_help=True)
+keys_app = typer.Typer(help="QR signing keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
+app.add_typer(qr_app, name="qr")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "cli"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]错误 / error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _container(*, migrate: bool = True, **overrides: object) -> Container:
+    try:
+        settings = load_settings(**overrides)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if migrate:
+        from selfpay.adapters.db.migrate import upgrade
+
+        upgrade(settings.sqlalchemy_url)
+    return bootstrap(settings)
+
+
+def _resolve_biller(c: Container, biller: str | None) -> str:
+    with c.uow_factory() as uow:
+        known = [b.code for b in uow.billers.list()]
+    if biller is None:
+        if len(known) == 1:
+            return known[0]
+        raise _fail(f"请用 --biller 指定业务类型 (give --biller; known: {', '.join(known) or '-'})")
+    try:
+        code = normalize_biller(biller)
+    except DomainError as exc:
+        raise _fail(str(exc)) from exc
+    if code not in known:
+        raise _fail(f"未知的业务类型 {code} (unknown biller; known: {', '.join(known) or '-'})")
+    return code
+
+
+# --- db -------------------------------------------------------------------------------
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Create or migrate the schema to the newest revision."""
+    from selfpay.adapters.db.migrate import current, upgrade
+
+    settings = load_settings()
+    upgrade(settings.sqlalchemy_url, revision)
+    out.print(f"database at revision {current(settings.sqlalchemy_url)}")
+
+
+# --- import ---------------------------------------------------------------------------
+
+def _import(kind: str, path: Path, skip_invalid: bool) -> None:
+    from selfpay.adapters.tabular import read_table
+    from selfpay.services import imports
+
+    c = _container()
+    try:
+        table = read_table(path, path.name)
+    except (DomainError, ValueError, OSError) as exc:
+        raise _fail(f"{path}: {exc}") from exc
+    use_case = imports.import_accounts if kind == "accounts" else imports.import_bills
+    with c.uow_factory() as uow:
+        run = use_case(uow, table, filename=path.name, actor=_actor(),
+                       skip_invalid=skip_invalid, now=_now())
+    for e in run.errors[:200]:
+        err.print(f"  第 {e.row} 行 (row {e.row}): {e.message}")
+    if len(run.errors) > 200:
+        err.print(f"  ... {len(run.errors) - 200} more")
+    if run.status == "rejected":
+        raise _fail(f"{len(run.errors)} 行有错误，未导入任何数据 (nothing imported; fix the rows "
+                    "or use --skip-invalid)")
+    out.print(f"imported {run.imported} {kind}, skipped {run.skipped} invalid row(s) "
+              f"(import #{run.id})")
+
+
+@import_app.command("accounts")
+def import_accounts(
+    file: Path,
+    skip_invalid: Annotated[bool, typer.Option(help="Import the valid rows, skip bad ones.")] = False,
+) -> None:
+    """Columns biller,account,name,phone,address or 业务类型,用户编号,户名,电话,地址."""
+    _import("accounts", file, skip_invalid)
+
+
+@import_app.command("bills")
+def import_bills(
+    file: Path,
+    skip_invalid: Annotated[bool, typer.Option(help="Import the valid rows, skip bad ones.")] = False,
+) -> None:
+    """Columns biller,account,period,amount,due_date or 业务类型,用户编号,账期,金额,到期日
+    (amount in yuan, at most two decimals)."""
+    _import("bills", file, skip_invalid)
+
+
+# --- qr ---------------------------------------------------------------------------------
+
+@qr_app.command("make")
+def qr_make(
+    account: str,
+    out_file: Annotated[Path | None, typer.Option("--out", help="PNG, SVG or PDF by suffix")] = None,
+    biller: Annotated[str | None, typer.Option(help="Biller code, e.g. ELEC")] = None,
+) -> None:
+    """Write the QR code of one account (default file: <account>.png)."""
+    from selfpay.adapters.qr.render import format_for_path, render
+    from selfpay.services import audit
+
+    c = _container()
+    code = _resolve_biller(c, biller)
+    try:
+        number = normalize_account(account)
+    except DomainError as exc:
+        raise _fail(str(exc)) from exc
+    target = out_file or Path(f"{number}.png")
+    try:
+        fmt = format_for_path(target)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    payload = make_payload(c.code_base, c.keyring, code, number)
+    with c.uow_factory() as uow:
+        known = uow.accounts.get(code, number) is not None
+        audit.record(uow, actor=_actor(), action="qr.make", target=f"{code}/{number}",
+                     detail={"format": fmt, "file": target.name}, now=_now())
+        uow.commit()
+    target.write_bytes(render(payload, fmt))
+    if not known:
+        err.print(f"[yellow]注意 / note:[/yellow] {code}/{number} is not in the ledger yet")
+    out.print(f"{target}  {payload}")
+
+
+@qr_app.command("verify")
+def qr_verify(payload: str) -> None:
+    """Check a scanned payload: prints biller and account, or why it is invalid (exit 1)."""
+    settings = load_settings()
+    try:
+        ref = verify_payload(settings.code_base, settings.keyring(), payload.strip())
+    except InvalidCode as exc:
+        raise _fail(f"invalid code: {exc}") from exc
+    out.print(f"valid  biller={ref.biller}  account={ref.account}  key={ref.key_id}")
+
+
+@qr_app.command("template")
+def qr_template(out_file: Path) -> None:
+    """Write the Excel template for batch generation."""
+    from selfpay.adapters.qr.sheets import write_template
+
+    write_template(out_file)
+    out.print(f"wrote {out_file}")
+
+
+@qr_app.command("batch")
+def qr_batch(
+    sheet: Path,
+    out_file: Annotated[Path, typer.Option("--out", help="ZIP to write")],
+    biller: Annotated[str | None, typer.Option(help="Biller for rows that name none")] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Generate the valid rows, skip bad ones.")] = False,
+    workers: Annotated[int, typer.Option(help="Processes; 0 = one per core")] = 0,
+) -> None:
+    """One PNG per account of an .xlsx/.csv sheet, plus manifest.csv, in a ZIP."""
+    from selfpay.adapters.qr.jobs import BatchRejected, run_batch
+
+    c = _container()
+    default = _resolve_biller(c, biller) if biller else None
+    if not sheet.exists():
+        raise _fail(f"{sheet}: no such file")
+    with Progress(TextColumn("[bold]二维码 QR"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("qr", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            outcome = run_batch(
+                uow_factory=c.uow_factory, keyring=c.keyring, code_base=c.code_base,
+                batch_dir=c.batch_dir, source=sheet, filename=sheet.name, actor=_actor(),
+                default_biller=default, skip_invalid=skip_invalid,
+                workers=workers or c.settings.batch_workers or None, progress=progress,
+            )
+        except BatchRejected as exc:
+            bar.stop()
+            for w in exc.warnings:
+                err.print(f"[yellow]warning:[/yellow] {w}")
+            for e in exc.errors[:200]:
+                err.print(f"  第 {e.row} 行 (row {e.row}): {e.message}")
+            raise _fail(f"{len(exc.errors)} 行有错误，未生成 (nothing generated; fix the rows "
+                        "or use --skip-invalid)") from exc
+        except (DomainError, ValueError, OSError) as exc:
+            raise _fail(f"{sheet}: {exc}") from exc
+    for w in outcome.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}")
+    for e in outcome.skipped:
+        err.print(f"  skipped row {e.row}: {e.message}")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(outcome.path, out_file)
+    b = outcome.batch
+    out.print(f"wrote {out_file}: {b.count} codes, sha256 {b.sha256} (batch #{b.id})")
+
+
+@qr_app.command("sheet")
+def qr_sheet(
+    sheet: Path,
+    out_file: Annotated[Path, typer.Option("--out", help="PDF to write")],
+    biller: Annotated[str | None, typer.Option(help="Biller for rows that name none")] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Skip bad rows.")] = False,
+) -> None:
+    """Print-ready A4 payment cards (QR, biller, account, masked name) for a sheet."""
+    from selfpay.adapters.qr.batch import CardItem, render_cards_pdf
+    from selfpay.adapters.qr.sheets import read_batch_rows, validate_batch_rows
+    from selfpay.domain.accounts import mask_name
+    from selfpay.services import audit
+
+    c = _container()
+    default = _resolve_biller(c, biller) if biller else None
+    with c.uow_factory() as uow:
+        billers = {b.code: b for b in uow.billers.list()}
+    try:
+        rows = read_batch_rows(sheet, filename=sheet.name)
+    except (DomainError, ValueError, OSError) as exc:
+        raise _fail(f"{sheet}: {exc}") from exc
+    plan = validate_batch_rows(rows, default_biller=default, known_billers=set(billers))
+    for e in plan.errors[:200]:
+        err.print(f"  第 {e.row} 行 (row {e.row}): {e.message}")
+    if plan.errors and not skip_invalid:
+        raise _fail(f"{len(plan.errors)} 行有错误 (nothing written; use --skip-invalid)")
+    cards = []
+    with c.uow_factory() as uow:
+        for code, number in plan.items:
+            acct = uow.accounts.get(code, number)
+            cards.append(CardItem(
+                biller=code, biller_name=billers[code].name, account=number,
+                masked_name=mask_name(acct.name) if acct else "",
+                payload=make_payload(c.code_base, c.keyring, code, number)))
+        audit.record(uow, actor=_actor(), action="qr.sheet", target=out_file.name,
+                     detail={"source": sheet.name, "count": len(cards)}, now=_now())
+        uow.commit()
+    pages = render_cards_pdf(cards, out_file, locale=c.settings.locale)
+    out.print(f"wrote {out_file}: {len(cards)} cards on {pages} page(s)")
+
+
+# --- users and keys ---------------------------------------------------------------------
+
+@users_app.command("add")
+def users_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="admin | operator | auditor")] = "operator",
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin")] = False,
+) -> None:
+    """Add a staff user (asks for the password)."""
+    from selfpay.services import users
+
+    c = _container()
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        with c.uow_factory() as uow:
+            users.create_user(uow, c.hasher, username=username, password=password, role=role,
+                              now=_now())
+            uow.commit()
+    except DomainError as exc:
+        raise _fail(str(exc)) from exc
+    out.print(f"added {username} ({role})")
+
+
+@keys_app.command("new")
+def keys_new(key_id: Annotated[str, typer.Argument(help="one character 0-9 or A-Z")] = "2") -> None:
+    """Print a new QR key to append to SELFPAY_QR_KEYS (old keys keep verifying)."""
+    out.print(f"{key_id}:{new_qr_key()}")
+
+
+# --- serve and demo ---------------------------------------------------------------------
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: SELFPAY_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: SELFPAY_PORT")] = None,
+) -> None:
+    """Run the web tier (public pages, API, admin console)."""
+    import uvicorn
+
+    from selfpay.entrypoints.web.app import create_app
+
+    c = _container()
+    s = c.settings
+    uvicorn.run(create_app(s, container=c), host=host or s.host, port=port or s.port,
+                log_level="info", proxy_headers=True)
+
+
+@app.command("demo")
+def demo(
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Where the SQLite file and batches go")] = Path(
+        "selfpay-data"),
+    no_serve: Annotated[bool, typer.Option(help="Set up and print, but do not start")] = False,
+) -> None:
+    """Everything in one process on embedded defaults: SQLite, demo data, a staff login."""
+    import uvicorn
+
+    from selfpay.entrypoints.web.app import create_app
+    from selfpay.services import users
+    from selfpay.services.demo import seed_demo
+
+    overrides: dict[str, object] = {"env": "demo", "data_dir": data_dir, "port": port}
+    if "SELFPAY_PUBLIC_BASE_URL" not in os.environ:
+        overrides["public_base_url"] = f"http://127.0.0.1:{port}"
+    c = _container(**overrides)
+    s: Settings = c.settings
+    with c.uow_factory() as uow:
+        added, bills = seed_demo(uow)
+    password = secrets.token_urlsafe(9)
+    with c.uow_factory() as uow:
+        users.set_demo_admin(uow, c.hasher, username="admin", password=password, now=_now())
+        uow.commit()
+    base = s.public_base_url
+    table = Table(show_header=False, box=None)
+    table.add_row("admin console", f"{base}/admin")
+    table.add_row("staff login", f"admin / {password}  (new password on every demo start)")
+    if added:
+        table.add_row("demo data", f"{added} accounts, {bills} open bills")
+    table.add_row("data folder", str(s.data_dir.resolve()))
+    out.print(table)
+    with c.uow_factory() as uow:
+        first = uow.accounts.search(limit=1).items
+    if first:
+        a = first[0]
+        out.print(f"a customer's code opens: {make_payload(c.code_base, c.keyring, a.biller, a.number)}")
+    if no_serve:
+        return
+    uvicorn.run(create_app(s, container=c), host=s.host, port=port, log_level="info")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Use cases. Import only the domain and the ports (Protocols) defined here."""
