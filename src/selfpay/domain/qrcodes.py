@@ -21,7 +21,7 @@ import base64
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from selfpay.domain.accounts import ACCOUNT_RE, BILLER_RE
 from selfpay.domain.errors import InvalidCode
@@ -44,7 +44,7 @@ class CodeRef:
 class QrKeyring:
     """MAC keys by one-character key id; `active` signs new codes, all others still verify."""
 
-    keys: dict[str, bytes]
+    keys: dict[str, bytes] = field(repr=False)  # secrets: never in a log line
     active: str
 
     def __post_init__(self) -> None:

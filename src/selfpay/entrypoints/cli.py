@@ -111,7 +111,7 @@ def _import(kind: str, path: Path, skip_invalid: bool) -> None:
         run = use_case(uow, table, filename=path.name, actor=_actor(),
                        skip_invalid=skip_invalid, now=_now())
     for e in run.errors[:200]:
-        err.print(f"  第 {e.row} 行 (row {e.row}): {e.message}")
+        err.print(f"  {e.message}")
     if len(run.errors) > 200:
         err.print(f"  ... {len(run.errors) - 200} more")
     if run.status == "rejected":
@@ -229,7 +229,7 @@ def qr_batch(
             for w in exc.warnings:
                 err.print(f"[yellow]warning:[/yellow] {w}")
             for e in exc.errors[:200]:
-                err.print(f"  第 {e.row} 行 (row {e.row}): {e.message}")
+                err.print(f"  {e.message}")
             raise _fail(f"{len(exc.errors)} 行有错误，未生成 (nothing generated; fix the rows "
                         "or use --skip-invalid)") from exc
         except (DomainError, ValueError, OSError) as exc:
@@ -237,7 +237,7 @@ def qr_batch(
     for w in outcome.warnings:
         err.print(f"[yellow]warning:[/yellow] {w}")
     for e in outcome.skipped:
-        err.print(f"  skipped row {e.row}: {e.message}")
+        err.print(f"  skipped: {e.message}")
     out_file.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(outcome.path, out_file)
     b = outcome.batch
@@ -252,7 +252,7 @@ def qr_sheet(
     skip_invalid: Annotated[bool, typer.Option(help="Skip bad rows.")] = False,
 ) -> None:
     """Print-ready A4 payment cards (QR, biller, account, masked name) for a sheet."""
-    from selfpay.adapters.qr.batch import CardItem, render_cards_pdf
+    from selfpay.adapters.qr.cards import CardItem, render_cards_pdf
     from selfpay.adapters.qr.sheets import read_batch_rows, validate_batch_rows
     from selfpay.domain.accounts import mask_name
     from selfpay.services import audit
@@ -267,7 +267,7 @@ def qr_sheet(
         raise _fail(f"{sheet}: {exc}") from exc
     plan = validate_batch_rows(rows, default_biller=default, known_billers=set(billers))
     for e in plan.errors[:200]:
-        err.print(f"  第 {e.row} 行 (row {e.row}): {e.message}")
+        err.print(f"  {e.message}")
     if plan.errors and not skip_invalid:
         raise _fail(f"{len(plan.errors)} 行有错误 (nothing written; use --skip-invalid)")
     cards = []
