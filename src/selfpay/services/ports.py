@@ -1,7 +1,10 @@
 """Ports: the interfaces the core owns. Adapters implement them; only bootstrap builds them.
 
 Repositories are reached through a UnitOfWork: `with uow: ...; uow.commit()`. Leaving
-the block without commit() rolls back, so a failed use case writes nothing.
+the block without commit() rolls back, so a failed use case writes nothing. Entering a
+unit of work that is already open joins it: the inner block rolls back only when an
+exception leaves it, and the outer block's commit() decides; so a use case may say
+`with uow:` whether or not its caller opened the block.
 """
 
 from __future__ import annotations

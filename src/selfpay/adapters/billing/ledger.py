@@ -1,0 +1,51 @@
+"""The built-in ledger as a BillingSystem (entry point `selfpay.billing: ledger`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from selfpay.adapters.db.engine import make_engine
+from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
+from selfpay.domain.accounts import AccountSummary, PaymentPosting, PostingResult
+from selfpay.services import ledger
+from selfpay.services.ports import UnitOfWork
+
+if TYPE_CHECKING:
+    from selfpay.config import Settings
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class LedgerBillingSystem:
+    def __init__(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        clock: Callable[[], dt.datetime] = _utcnow,
+        *,
+        engine: Engine | None = None,
+    ) -> None:
+        """`engine`, when given, is owned by this object and disposed by close()."""
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._engine = engine
+
+    def account_summary(self, biller: str, account: str) -> AccountSummary:
+        return ledger.account_summary(self._uow_factory(), biller, account)
+
+    def post_payment(self, posting: PaymentPosting) -> PostingResult:
+        return ledger.post_payment(self._uow_factory(), posting, self._clock())
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def build(settings: Settings) -> LedgerBillingSystem:
+    engine = make_engine(settings.sqlalchemy_url)
+    return LedgerBillingSystem(lambda: SqlAlchemyUnitOfWork(engine), engine=engine)

@@ -1,0 +1,97 @@
+"""SqlAlchemyUnitOfWork: one Connection and one transaction per `with` block."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from sqlalchemy import Connection, Engine
+
+from selfpay.adapters.db import repositories as repos
+from selfpay.adapters.db.engine import READ_ONLY
+from selfpay.services.ports import (
+    AccountRepository,
+    AuditLog,
+    BillerRepository,
+    BillRepository,
+    ImportRunRepository,
+    LedgerPaymentRepository,
+    QrBatchRepository,
+    UserRepository,
+)
+
+
+class SqlAlchemyUnitOfWork:
+    """Implements services.ports.UnitOfWork.
+
+    The transaction begins with the first statement; commit() ends it and the next
+    statement begins another; leaving the outermost block rolls back whatever was not
+    committed and closes the connection. The object can be used for one block after
+    another.
+
+    Entering it again while it is open joins the open block, so a use case that says
+    `with uow:` also works when its caller already did: the inner block opens nothing,
+    and on leaving it rolls back only if an exception is on its way out (a failed use
+    case writes nothing), never the caller's pending work otherwise.
+
+    ``read_only=True`` only changes how SQLite begins (deferred instead of IMMEDIATE).
+    """
+
+    billers: BillerRepository
+    accounts: AccountRepository
+    bills: BillRepository
+    payments: LedgerPaymentRepository
+    users: UserRepository
+    audit: AuditLog
+    imports: ImportRunRepository
+    batches: QrBatchRepository
+
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+        self._engine = engine
+        self._read_only = read_only
+        self._conn: Connection | None = None
+        self._depth = 0
+
+    @property
+    def connection(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("the unit of work is not open: use `with uow:`")
+        return self._conn
+
+    def __enter__(self) -> Self:
+        self._depth += 1
+        if self._conn is not None:
+            return self
+        conn = self._engine.connect()
+        if self._read_only:
+            conn = conn.execution_options(**{READ_ONLY: True})
+        self._conn = conn
+        self.billers = repos.SqlAlchemyBillerRepository(conn)
+        self.accounts = repos.SqlAlchemyAccountRepository(conn)
+        self.bills = repos.SqlAlchemyBillRepository(conn)
+        self.payments = repos.SqlAlchemyLedgerPaymentRepository(conn)
+        self.users = repos.SqlAlchemyUserRepository(conn)
+        self.audit = repos.SqlAlchemyAuditLog(conn)
+        self.imports = repos.SqlAlchemyImportRunRepository(conn)
+        self.batches = repos.SqlAlchemyQrBatchRepository(conn)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._depth -= 1
+        conn = self._conn
+        if conn is None:
+            return
+        if self._depth > 0:
+            if exc and exc[0] is not None:
+                conn.rollback()
+            return
+        self._conn = None
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
+
+    def commit(self) -> None:
+        self.connection.commit()
+
+    def rollback(self) -> None:
+        self.connection.rollback()

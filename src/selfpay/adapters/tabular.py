@@ -1,0 +1,116 @@
+"""Read the first sheet of an .xlsx/.xls (python-calamine, openpyxl as a fallback for
+.xlsx) or a .csv (UTF-8 with or without BOM, else GB18030/GBK) into a services Table.
+
+The first non-empty row holds the headers; rows keep the numbers Excel shows; fully
+empty rows are skipped. Cells keep their types (str, float, date, datetime, ...):
+validation is the services' job.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from selfpay.domain.ledger_errors import UnreadableFile
+from selfpay.services.imports import Table, TableRow
+
+EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
+SUFFIXES = (*EXCEL_SUFFIXES, ".csv")
+
+RawTable = Table  # the names used in the design notes
+RawRow = TableRow
+
+
+def read_table(data: bytes | Path, filename: str) -> Table:
+    suffix = Path(filename).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UnreadableFile(
+            f"不支持的文件类型 (unsupported file type {suffix or filename!r}: "
+            "use .xlsx, .xls or .csv)"
+        )
+    if isinstance(data, Path):
+        try:
+            data = data.read_bytes()
+        except OSError as exc:
+            raise UnreadableFile(f"无法读取文件 (cannot read {filename}: {exc.strerror})") from exc
+    if suffix == ".csv":
+        return _to_table(_csv_rows(data, filename))
+    return _to_table(_excel_rows(data, filename, suffix))
+
+
+def _excel_rows(data: bytes, filename: str, suffix: str) -> list[list[object]]:
+    from python_calamine import CalamineWorkbook
+
+    try:
+        workbook = CalamineWorkbook.from_filelike(io.BytesIO(data))
+        try:
+            if not workbook.sheet_names:
+                raise UnreadableFile(f"工作簿中没有工作表 ({filename} has no sheet)")
+            sheet = workbook.get_sheet_by_index(0)
+            return [list(r) for r in sheet.to_python(skip_empty_area=False)]
+        finally:
+            workbook.close()
+    except UnreadableFile:
+        raise
+    except Exception as calamine_error:  # calamine raises several unrelated types
+        reason = str(calamine_error)
+        if suffix in (".xlsx", ".xlsm"):
+            try:
+                return _openpyxl_rows(data)
+            except Exception as openpyxl_error:  # both readers failed: report both
+                reason = f"{reason}; openpyxl: {openpyxl_error}"
+        raise UnreadableFile(
+            f"无法读取 Excel 文件 (cannot read {filename} as a spreadsheet: {reason})"
+        ) from calamine_error
+
+
+def _openpyxl_rows(data: bytes) -> list[list[object]]:
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    try:
+        sheet = workbook.worksheets[0]
+        return [list(r) for r in sheet.iter_rows(min_row=1, values_only=True)]
+    finally:
+        workbook.close()
+
+
+def _csv_rows(data: bytes, filename: str) -> list[list[object]]:
+    if data.startswith(b"PK\x03\x04") and zipfile.is_zipfile(io.BytesIO(data)):
+        raise UnreadableFile(f"这是 Excel 文件，不是 CSV ({filename} is a workbook, not a CSV)")
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:  # pragma: no cover - gb18030 decodes almost anything
+        raise UnreadableFile(f"无法识别文件编码 (cannot decode {filename}: use UTF-8)")
+    if "\x00" in text:
+        raise UnreadableFile(f"不是文本文件 ({filename} is not a text CSV file)")
+    try:
+        return [list(r) for r in csv.reader(io.StringIO(text, newline=""))]
+    except csv.Error as exc:
+        raise UnreadableFile(f"CSV 格式错误 (malformed CSV {filename}: {exc})") from exc
+
+
+def _blank(cells: Sequence[object]) -> bool:
+    return all(c is None or (isinstance(c, str) and not c.strip()) for c in cells)
+
+
+def _to_table(rows: Iterable[list[object]]) -> Table:
+    headers: list[str] | None = None
+    out: list[TableRow] = []
+    for number, cells in enumerate(rows, start=1):
+        if _blank(cells):
+            continue
+        if headers is None:
+            headers = ["" if c is None else str(c).strip() for c in cells]
+            continue
+        out.append(TableRow(number, cells))
+    if headers is None:
+        raise UnreadableFile("文件是空的 (the file is empty: the first row must hold the headers)")
+    return Table(headers, out)

@@ -1,0 +1,411 @@
+"""Import accounts and bills from a spreadsheet, all or nothing.
+
+A file with any invalid row writes no account and no bill; the run is still recorded
+(status 'rejected') with its row errors, so staff can see what to fix. With
+`skip_invalid` the valid rows are imported and the run is 'partial'. Every run writes
+an audit entry. Row numbers are those the user sees in Excel: the header is row 1.
+
+The adapter selfpay.adapters.tabular turns .xlsx/.xls/.csv into a `Table`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from selfpay.domain.accounts import Account, Bill, normalize_account, normalize_biller
+from selfpay.domain.errors import InvalidAccountNumber, InvalidAmount, InvalidInput
+from selfpay.domain.money import parse_yuan
+from selfpay.services import audit
+from selfpay.services.ports import ImportRun, RowError, UnitOfWork
+
+MAX_STORED_ERRORS = 1000
+EXCEL_EPOCH = dt.date(1899, 12, 30)  # serial 1 = 1900-01-01 (with Excel's 1900 leap bug)
+MAX_NAME, MAX_PHONE, MAX_ADDRESS = 128, 32, 256
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class TableRow:
+    row_number: int  # as the user sees it in Excel
+    cells: Sequence[object]
+
+
+@dataclass(slots=True)
+class Table:
+    headers: list[str]
+    rows: list[TableRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    field: str
+    label: str  # how messages name it
+    required: bool
+    aliases: tuple[str, ...]
+
+
+ACCOUNT_COLUMNS = (
+    Column("biller", "业务类型 (biller)", True, ("biller", "billercode", "业务类型", "业务代码")),
+    Column("account", "用户编号 (account)", True,
+           ("account", "accountno", "accountnumber", "用户编号", "户号")),
+    Column("name", "户名 (name)", True, ("name", "holder", "户名", "用户名称")),
+    Column("phone", "电话 (phone)", False,
+           ("phone", "mobile", "电话", "手机", "手机号", "联系电话")),
+    Column("address", "地址 (address)", False, ("address", "地址")),
+)
+BILL_COLUMNS = (
+    ACCOUNT_COLUMNS[0],
+    ACCOUNT_COLUMNS[1],
+    Column("period", "账期 (period)", True, ("period", "账期")),
+    Column("amount", "金额 (amount)", True, ("amount", "金额", "应缴金额")),
+    Column("due_date", "到期日 (due_date)", False, ("duedate", "到期日", "缴费截止日")),
+)
+
+
+def header_key(text: object) -> str:
+    """'Due Date', 'due_date', ' DUE-DATE ' -> 'duedate'."""
+    raw = unicodedata.normalize("NFKC", "" if text is None else str(text))
+    return re.sub(r"[\s_\-]+", "", raw).lower()
+
+
+def map_headers(headers: Sequence[object], columns: Sequence[Column]) -> dict[str, int]:
+    """Field -> column index. Raises InvalidInput naming every missing required column."""
+    found: dict[str, int] = {}
+    by_alias = {header_key(a): c for c in columns for a in c.aliases}
+    for index, header in enumerate(headers):
+        column = by_alias.get(header_key(header))
+        if column is None:
+            continue
+        if column.field in found:
+            raise InvalidInput(
+                f"第 1 行：列 {column.label} 出现了两次 (column {column.label} appears twice)"
+            )
+        found[column.field] = index
+    missing = [c.label for c in columns if c.required and c.field not in found]
+    if missing:
+        raise InvalidInput(
+            "第 1 行：缺少必需的列 " + "、".join(missing)
+            + " (missing required columns; the first row must hold the headers)"
+        )
+    return found
+
+
+# -- cell parsers: each returns the clean value or raises InvalidInput with a message ---
+
+
+def _is_blank(cell: object) -> bool:
+    return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
+def _text(cell: object) -> str:
+    if cell is None:
+        return ""
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    return unicodedata.normalize("NFKC", str(cell)).strip()
+
+
+def parse_biller(cell: object, known: set[str]) -> str:
+    if _is_blank(cell):
+        raise InvalidInput("业务类型为空 (biller is empty)")
+    try:
+        code = normalize_biller(_text(cell))
+    except InvalidInput as exc:
+        raise InvalidInput(f"业务类型无效 ({exc})") from exc
+    if code not in known:
+        raise InvalidInput(f"业务类型不存在 (unknown biller {code!r})")
+    return code
+
+
+def parse_account(cell: object) -> str:
+    if _is_blank(cell):
+        raise InvalidInput("用户编号为空 (account number is empty)")
+    try:
+        return normalize_account(cell)
+    except InvalidAccountNumber as exc:
+        raise InvalidInput(f"用户编号无效 ({exc})") from exc
+
+
+def parse_name(cell: object) -> str:
+    name = _text(cell)
+    if not name:
+        raise InvalidInput("户名为空 (name is empty)")
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"户名过长 (name is longer than {MAX_NAME} characters)")
+    return name
+
+
+_PHONE_RE = re.compile(r"^\+?[0-9]{3,20}$")
+
+
+def parse_phone(cell: object) -> str:
+    """Digits with an optional leading '+'; spaces and '-' between them are dropped."""
+    raw = _text(cell)
+    if not raw:
+        return ""
+    phone = re.sub(r"[\s\-]+", "", raw)
+    if not _PHONE_RE.match(phone) or len(phone) > MAX_PHONE:
+        raise InvalidInput(
+            f"电话号码无效 (phone may hold only digits, '+', '-' and spaces: {raw!r})"
+        )
+    return phone
+
+
+def parse_address(cell: object) -> str:
+    address = _text(cell)
+    if len(address) > MAX_ADDRESS:
+        raise InvalidInput(f"地址过长 (address is longer than {MAX_ADDRESS} characters)")
+    return address
+
+
+_TOO_PRECISE = re.compile(r"^\s*[¥￥]?\s*[\d,]*\.\d{3,}\s*$")
+
+
+def parse_amount(cell: object) -> int:
+    if _is_blank(cell):
+        raise InvalidInput("金额为空 (amount is empty)")
+    if isinstance(cell, (int, float, Decimal)) and not isinstance(cell, bool) and cell <= 0:
+        raise InvalidInput("金额必须大于零 (amount must be greater than zero)")
+    try:
+        fen = parse_yuan(cell)
+    except InvalidAmount as exc:
+        text = unicodedata.normalize("NFKC", repr(cell) if isinstance(cell, float) else str(cell))
+        if _TOO_PRECISE.match(text):
+            raise InvalidInput("金额最多两位小数 (amount has more than two decimals)") from exc
+        if text.strip().startswith("-"):
+            raise InvalidInput("金额必须大于零 (amount must be greater than zero)") from exc
+        raise InvalidInput(f"金额无效 (not an amount: {cell!r})") from exc
+    if fen <= 0:
+        raise InvalidInput("金额必须大于零 (amount must be greater than zero)")
+    return fen
+
+
+_PERIOD_RE = re.compile(r"^(\d{4})[-/.年]?(\d{1,2})月?$")
+
+
+def parse_period(cell: object) -> str:
+    """2026-10, 2026/10, 202610, 2026年10月, or a date cell (Excel turns '2026-10'
+    into 2026-10-01) -> '2026-10'."""
+    bad = InvalidInput(
+        f"账期无效，应为 2026-10 或 202610 (period must look like 2026-10: {cell!r})"
+    )
+    if isinstance(cell, dt.date):  # datetime is a date too
+        return f"{cell.year:04d}-{cell.month:02d}"
+    if isinstance(cell, bool):
+        raise bad
+    if isinstance(cell, float):
+        if not cell.is_integer():
+            raise bad
+        cell = int(cell)
+    text = _text(cell)
+    m = _PERIOD_RE.match(text)
+    if m is None or (len(text) == 5 and text.isdigit()):  # 20261 is ambiguous
+        raise bad
+    year, month = int(m.group(1)), int(m.group(2))
+    if not (1900 <= year <= 2999 and 1 <= month <= 12):
+        raise bad
+    return f"{year:04d}-{month:02d}"
+
+
+_DATE_RE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T]00:00(?::00(?:\.0+)?)?)?$")
+
+
+def parse_due_date(cell: object) -> dt.date | None:
+    """A date cell, 'YYYY-MM-DD', 'YYYY/MM/DD', 'YYYYMMDD' or an Excel serial number."""
+    if _is_blank(cell):
+        return None
+    bad = InvalidInput(
+        f"到期日无效，应为 2026-10-31 (due date must look like 2026-10-31: {cell!r})"
+    )
+    if isinstance(cell, dt.datetime):
+        return cell.date()
+    if isinstance(cell, dt.date):
+        return cell
+    if isinstance(cell, bool):
+        raise bad
+    if isinstance(cell, (int, float)):
+        if not 1 <= cell < 2958466:  # 9999-12-31
+            raise bad
+        return EXCEL_EPOCH + dt.timedelta(days=int(cell))
+    text = _text(cell)
+    try:
+        if len(text) == 8 and text.isdigit():
+            return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        m = _DATE_RE.match(text)
+        if m is None:
+            raise bad
+        return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError as exc:
+        raise bad from exc
+
+
+# -- the use cases ------------------------------------------------------------------
+
+
+class _Rows:
+    """Collects per-row errors while validating."""
+
+    def __init__(self, table: Table, columns: dict[str, int]) -> None:
+        self.table = table
+        self.columns = columns
+        self.errors: list[RowError] = []
+        self.bad_rows: set[int] = set()
+
+    def cell(self, row: TableRow, name: str) -> object:
+        index = self.columns.get(name)
+        if index is None or index >= len(row.cells):
+            return None
+        return row.cells[index]
+
+    def error(self, row_number: int, message: str) -> None:
+        self.bad_rows.add(row_number)
+        self.errors.append(RowError(row_number, f"第 {row_number} 行：{message}"))
+
+    def parse(self, row: TableRow, name: str, parser: Callable[[object], T]) -> T | None:
+        try:
+            return parser(self.cell(row, name))
+        except InvalidInput as exc:
+            self.error(row.row_number, str(exc))
+            return None
+
+
+def _validate_accounts(uow: UnitOfWork, table: Table, rows: _Rows) -> list[Account]:
+    known = {b.code for b in uow.billers.list()}
+    seen: dict[tuple[str, str], int] = {}
+    valid: list[Account] = []
+    for row in table.rows:
+        biller = rows.parse(row, "biller", lambda c: parse_biller(c, known))
+        number = rows.parse(row, "account", parse_account)
+        name = rows.parse(row, "name", parse_name)
+        phone = rows.parse(row, "phone", parse_phone)
+        address = rows.parse(row, "address", parse_address)
+        if biller is None or number is None or name is None or phone is None or address is None:
+            continue
+        first = seen.setdefault((biller, number), row.row_number)
+        if first != row.row_number:
+            rows.error(row.row_number, f"与第 {first} 行重复 (duplicates row {first}: "
+                                       f"{biller} {number})")
+            continue
+        valid.append(Account(biller, number, name, phone, address))
+    return valid
+
+
+def _validate_bills(uow: UnitOfWork, table: Table, rows: _Rows) -> list[Bill]:
+    known = {b.code for b in uow.billers.list()}
+    parsed: list[tuple[int, Bill]] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for row in table.rows:
+        biller = rows.parse(row, "biller", lambda c: parse_biller(c, known))
+        number = rows.parse(row, "account", parse_account)
+        period = rows.parse(row, "period", parse_period)
+        amount = rows.parse(row, "amount", parse_amount)
+        due: dt.date | None = None
+        if "due_date" in rows.columns:
+            before = len(rows.errors)
+            due = rows.parse(row, "due_date", parse_due_date)
+            if len(rows.errors) > before:
+                continue
+        if biller is None or number is None or period is None or amount is None:
+            continue
+        first = seen.setdefault((biller, number, period), row.row_number)
+        if first != row.row_number:
+            rows.error(row.row_number, f"与第 {first} 行重复 (duplicates row {first}: "
+                                       f"{biller} {number} {period})")
+            continue
+        parsed.append((row.row_number, Bill(None, biller, number, period, amount, due)))
+    accounts = uow.accounts.existing([(b.biller, b.account) for _, b in parsed])
+    billed = uow.bills.existing_periods([(b.biller, b.account, b.period) for _, b in parsed])
+    valid: list[Bill] = []
+    for row_number, bill in parsed:
+        if (bill.biller, bill.account) not in accounts:
+            rows.error(row_number, f"用户不存在，请先导入用户 (account {bill.biller} "
+                                   f"{bill.account} not found: import it first)")
+        elif (bill.biller, bill.account, bill.period) in billed:
+            rows.error(row_number, f"该账期的账单已存在 (a bill for {bill.biller} "
+                                   f"{bill.account} {bill.period} already exists)")
+        else:
+            valid.append(bill)
+    return valid
+
+
+def import_accounts(
+    uow: UnitOfWork, table: Table, *, filename: str, actor: str, skip_invalid: bool,
+    now: dt.datetime,
+) -> ImportRun:
+    """New accounts are added; known ones get their name, phone and address updated
+    (their balance is never touched)."""
+    return _run("accounts", uow, table, filename=filename, actor=actor,
+                skip_invalid=skip_invalid, now=now)
+
+
+def import_bills(
+    uow: UnitOfWork, table: Table, *, filename: str, actor: str, skip_invalid: bool,
+    now: dt.datetime,
+) -> ImportRun:
+    """Bills of accounts already in the ledger; a (biller, account, period) that already
+    has a bill is refused."""
+    return _run("bills", uow, table, filename=filename, actor=actor,
+                skip_invalid=skip_invalid, now=now)
+
+
+def _run(
+    kind: str, uow: UnitOfWork, table: Table, *, filename: str, actor: str,
+    skip_invalid: bool, now: dt.datetime,
+) -> ImportRun:
+    columns_spec = ACCOUNT_COLUMNS if kind == "accounts" else BILL_COLUMNS
+    detail: dict[str, Any] = {}
+    with uow:
+        valid: Sequence[Account | Bill] = []
+        fatal = False
+        try:
+            rows = _Rows(table, map_headers(table.headers, columns_spec))
+        except InvalidInput as exc:
+            rows, fatal = _Rows(table, {}), True
+            rows.errors.append(RowError(1, str(exc)))
+        if not fatal and not table.rows:
+            fatal = True
+            rows.errors.append(RowError(2, "第 2 行：文件中没有数据行 (the file has no data rows)"))
+        if not fatal:
+            if kind == "accounts":
+                valid = _validate_accounts(uow, table, rows)
+            else:
+                valid = _validate_bills(uow, table, rows)
+        write = not fatal and bool(valid) and (skip_invalid or not rows.errors)
+        if write and kind == "accounts":
+            inserted, updated = uow.accounts.upsert_many([v for v in valid
+                                                          if isinstance(v, Account)])
+            detail.update(inserted=inserted, updated=updated)
+        elif write:
+            detail.update(inserted=uow.bills.add_many([v for v in valid if isinstance(v, Bill)]))
+        imported = len(valid) if write else 0
+        if not rows.errors:
+            status = "imported"
+        elif imported:
+            status = "partial"
+        else:
+            status = "rejected"
+        rows.errors.sort(key=lambda e: e.row)
+        errors = rows.errors[:MAX_STORED_ERRORS]
+        if len(rows.errors) > MAX_STORED_ERRORS:
+            extra = len(rows.errors) - MAX_STORED_ERRORS
+            errors.append(RowError(rows.errors[MAX_STORED_ERRORS].row,
+                                   f"……另有 {extra} 条错误 ({extra} more errors not shown)"))
+        run = ImportRun(
+            id=None, kind=kind, filename=filename, actor=actor, at=now, status=status,
+            total_rows=len(table.rows), imported=imported,
+            skipped=len(table.rows) - imported, errors=errors,
+        )
+        run.id = uow.imports.add(run)
+        detail.update(run_id=run.id, filename=filename, status=status,
+                      total_rows=run.total_rows, imported=imported, skipped=run.skipped,
+                      errors=len(rows.errors))
+        audit.record(uow, actor=actor, action=f"import.{kind}", target=filename,
+                     detail=detail, now=now)
+        uow.commit()
+    return run
