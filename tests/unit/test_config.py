@@ -51,7 +51,8 @@ def test_a_base_url_outside_the_qr_alphanumeric_set_is_refused(url, monkeypatch)
 
 def test_rotated_keyring_keeps_old_key_and_signs_with_the_active_one(monkeypatch):
     _clean_env(monkeypatch)
-    k1, k2 = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=", "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI="
+    k1 = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE="
+    k2 = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI="
     s = Settings(qr_keys=f"1:{k1},2:{k2}")
     ring = s.keyring()
     assert ring.active == "2" and set(ring.keys) == {"1", "2"}

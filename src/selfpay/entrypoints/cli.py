@@ -9,7 +9,7 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -55,7 +55,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _container(*, migrate: bool = True, **overrides: object) -> Container:
+def _container(*, migrate: bool = True, **overrides: Any) -> Container:
     try:
         settings = load_settings(**overrides)
     except ValueError as exc:
@@ -124,7 +124,9 @@ def _import(kind: str, path: Path, skip_invalid: bool) -> None:
 @import_app.command("accounts")
 def import_accounts(
     file: Path,
-    skip_invalid: Annotated[bool, typer.Option(help="Import the valid rows, skip bad ones.")] = False,
+    skip_invalid: Annotated[bool, typer.Option(help="Import the valid rows, skip bad ones.")] = (
+        False
+    ),
 ) -> None:
     """Columns biller,account,name,phone,address or 业务类型,用户编号,户名,电话,地址."""
     _import("accounts", file, skip_invalid)
@@ -133,7 +135,9 @@ def import_accounts(
 @import_app.command("bills")
 def import_bills(
     file: Path,
-    skip_invalid: Annotated[bool, typer.Option(help="Import the valid rows, skip bad ones.")] = False,
+    skip_invalid: Annotated[bool, typer.Option(help="Import the valid rows, skip bad ones.")] = (
+        False
+    ),
 ) -> None:
     """Columns biller,account,period,amount,due_date or 业务类型,用户编号,账期,金额,到期日
     (amount in yuan, at most two decimals)."""
@@ -145,7 +149,9 @@ def import_bills(
 @qr_app.command("make")
 def qr_make(
     account: str,
-    out_file: Annotated[Path | None, typer.Option("--out", help="PNG, SVG or PDF by suffix")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="PNG, SVG or PDF by suffix")] = (
+        None
+    ),
     biller: Annotated[str | None, typer.Option(help="Biller code, e.g. ELEC")] = None,
 ) -> None:
     """Write the QR code of one account (default file: <account>.png)."""
@@ -200,7 +206,7 @@ def qr_batch(
     sheet: Path,
     out_file: Annotated[Path, typer.Option("--out", help="ZIP to write")],
     biller: Annotated[str | None, typer.Option(help="Biller for rows that name none")] = None,
-    skip_invalid: Annotated[bool, typer.Option(help="Generate the valid rows, skip bad ones.")] = False,
+    skip_invalid: Annotated[bool, typer.Option(help="Generate valid rows, skip bad ones.")] = False,
     workers: Annotated[int, typer.Option(help="Processes; 0 = one per core")] = 0,
 ) -> None:
     """One PNG per account of an .xlsx/.csv sheet, plus manifest.csv, in a ZIP."""
@@ -349,7 +355,7 @@ def demo(
     from selfpay.services import users
     from selfpay.services.demo import seed_demo
 
-    overrides: dict[str, object] = {"env": "demo", "data_dir": data_dir, "port": port}
+    overrides: dict[str, Any] = {"env": "demo", "data_dir": data_dir, "port": port}
     if "SELFPAY_PUBLIC_BASE_URL" not in os.environ:
         overrides["public_base_url"] = f"http://127.0.0.1:{port}"
     c = _container(**overrides)
@@ -372,7 +378,8 @@ def demo(
         first = uow.accounts.search(limit=1).items
     if first:
         a = first[0]
-        out.print(f"a customer's code opens: {make_payload(c.code_base, c.keyring, a.biller, a.number)}")
+        payload = make_payload(c.code_base, c.keyring, a.biller, a.number)
+        out.print(f"a customer's code opens: {payload}")
     if no_serve:
         return
     uvicorn.run(create_app(s, container=c), host=s.host, port=port, log_level="info")

@@ -15,7 +15,10 @@ BILLERS = (
     Biller("PROP", "物业费", "Property fee"),
     Biller("PARK", "停车费", "Parking"),
 )
-_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾萧田董潘袁蔡蒋余于杜叶程"
+_SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢"
+    "宋唐许韩冯邓曹彭曾萧田董潘袁蔡蒋余于杜叶程"
+)
 _GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红建国志文辉鹏飞"
 _STREETS = ("人民路", "解放路", "中山路", "建设路", "和平街", "长江路", "滨江大道", "文化路")
 # Typical monthly amounts in fen: (low, high) per biller.

@@ -1,0 +1,11 @@
+"""The staff console under /admin."""
+
+from fastapi import APIRouter
+
+from selfpay.entrypoints.web.admin import audit, batch, dashboard, imports, lists, qr, users
+
+router = APIRouter()
+for module in (dashboard, qr, batch, lists, imports, audit, users):
+    router.include_router(module.router)
+
+__all__ = ["batch", "router"]

@@ -1,0 +1,204 @@
+"""The ASGI application: pages for staff (/admin) and for customers (/q), health checks."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from selfpay.bootstrap import Container, bootstrap
+from selfpay.config import Settings, load_settings
+from selfpay.domain.errors import InvalidInput, NotFound
+from selfpay.entrypoints.web import admin, auth, public
+from selfpay.entrypoints.web.deps import Forbidden, LoginRequired, render
+from selfpay.entrypoints.web.i18n import LocaleMiddleware, pick_lang, request_lang, translate
+from selfpay.entrypoints.web.templating import make_templates
+
+STATIC_DIR = Path(__file__).parent / "static"
+SESSION_COOKIE = "selfpay_session"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class UploadLimitMiddleware:
+    """Refuses request bodies over `max_bytes` with 413, by Content-Length up front and by
+    counting while the body streams in (chunked uploads carry no length)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if started:  # pragma: no cover - the body is read before any response
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lang = pick_lang(_cookie(scope, "lang")) or "zh-CN"
+        mb = self.max_bytes / (1024 * 1024)
+        limit = f"{mb:.0f} MB" if mb >= 1 else f"{self.max_bytes // 1024} KB"
+        message = translate(lang, "error.too_large", limit=limit)
+        body = (
+            f'<!doctype html><html lang="{lang}"><meta charset="utf-8">'
+            f"<title>413</title><body style=\"font-family:sans-serif;padding:2rem\">"
+            f"<h1>413</h1><p>{html.escape(message)}</p>"
+            f'<p><a href="javascript:history.back()">{html.escape(translate(lang, "nav.back"))}'
+            "</a></p></body></html>"
+        )
+        response = Response(body, status_code=413, media_type="text/html; charset=utf-8",
+                            headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == name:
+                    return str(v)
+    return None
+
+
+def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
+    if container is None:
+        settings = settings or load_settings()
+        container = bootstrap(settings)
+        owns_container = True
+    else:
+        settings = container.settings
+        owns_container = False
+    built = container
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_container:
+            built.close()
+
+    app = FastAPI(title="selfpay", version="0.1.0", docs_url="/docs", redoc_url=None,
+                  lifespan=lifespan)
+    app.state.container = container
+    app.state.templates = make_templates()
+    app.state.login_limiter = auth.LoginLimiter()
+    app.state.jobs = admin.batch.JobRegistry()
+
+    app.add_middleware(LocaleMiddleware, default=settings.locale)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key.get_secret_value(),
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=settings.env == "production",
+    )
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(auth.router)
+    app.include_router(admin.router)
+    app.include_router(public.router)
+
+    @app.get("/healthz", response_class=PlainTextResponse, tags=["ops"])
+    def healthz() -> str:
+        return "ok"
+
+    @app.get("/readyz", response_class=PlainTextResponse, tags=["ops"])
+    def readyz() -> Response:
+        try:
+            with built.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            return PlainTextResponse(f"database unavailable: {type(exc).__name__}",
+                                     status_code=503)
+        return PlainTextResponse("ok")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> Response:
+        return RedirectResponse("/admin", status_code=307)
+
+    _install_error_pages(app)
+    return app
+
+
+def _install_error_pages(app: FastAPI) -> None:
+    def wants_json(request: Request) -> bool:
+        return request.url.path.endswith(".json") or "application/json" in request.headers.get(
+            "accept", ""
+        )
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        if wants_json(request):
+            return JSONResponse({"detail": "login required"}, status_code=401)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/admin/login?next={quote(target)}", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        message = translate(request_lang(request), exc.message_key)
+        if wants_json(request):
+            return JSONResponse({"detail": message}, status_code=403)
+        return render(request, "error.html", {"status": 403, "message": message},
+                      status_code=403)
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(request: Request, exc: InvalidInput) -> Response:
+        return render(request, "error.html", {"status": 400, "message": str(exc)},
+                      status_code=400)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        message = translate(request_lang(request), "error.not_found")
+        return render(request, "error.html", {"status": 404, "message": message},
+                      status_code=404)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if wants_json(request) or exc.status_code not in (403, 404, 405):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                                headers=exc.headers)
+        key = {403: "error.forbidden", 404: "error.not_found", 405: "error.method"}
+        message = translate(request_lang(request), key[exc.status_code])
+        return render(request, "error.html", {"status": exc.status_code, "message": message},
+                      status_code=exc.status_code)

@@ -1,0 +1,128 @@
+"""Thin FastAPI dependencies: the container, the signed-in staff user, roles, CSRF."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.responses import HTMLResponse
+
+from selfpay.bootstrap import Container
+from selfpay.services.ports import User
+
+ADMIN, OPERATOR, AUDITOR = "admin", "operator", "auditor"
+ROLES = (ADMIN, OPERATOR, AUDITOR)
+# Who may do what; pages and the header nav both read these.
+VIEW = frozenset(ROLES)  # dashboard, lists, batch and import history
+GENERATE = frozenset({ADMIN, OPERATOR})  # codes, batches, imports, downloads of codes
+AUDIT = frozenset({ADMIN, AUDITOR})  # the audit log
+MANAGE_USERS = frozenset({ADMIN})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class LoginRequired(Exception):
+    """No signed-in user: pages redirect to the login form, JSON answers 401."""
+
+
+class Forbidden(Exception):
+    """Signed in, but the role does not allow this page (or the CSRF check failed)."""
+
+    def __init__(self, message_key: str = "error.forbidden") -> None:
+        super().__init__(message_key)
+        self.message_key = message_key
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def get_current_user(request: Request, container: ContainerDep) -> User:
+    """The staff user of the session, re-read on each request so that a deactivated
+    account or a changed role takes effect at once."""
+    session = request.session
+    username = session.get("user")
+    if not username:
+        raise LoginRequired()
+    with container.uow_factory() as uow:
+        user = uow.users.get(username)
+    if user is None or not user.active or session.get("role") != user.role:
+        session.clear()
+        raise LoginRequired()
+    request.state.user = user
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_role(allowed: frozenset[str]) -> Callable[..., User]:
+    def check(user: CurrentUser) -> User:
+        if user.role not in allowed:
+            raise Forbidden()
+        return user
+
+    return check
+
+
+Viewer = Annotated[User, Depends(require_role(VIEW))]
+Operator = Annotated[User, Depends(require_role(GENERATE))]
+Auditor = Annotated[User, Depends(require_role(AUDIT))]
+Admin = Annotated[User, Depends(require_role(MANAGE_USERS))]
+
+
+async def check_csrf(request: Request) -> None:
+    """Every state-changing request must echo the session's token, as the hidden form
+    field `csrf_token` or the `X-CSRF-Token` header. SameSite=Lax alone does not cover
+    same-site attackers or older browsers."""
+    if request.method in SAFE_METHODS:
+        return
+    expected = request.session.get("csrf", "")
+    sent = request.headers.get("x-csrf-token", "")
+    if not sent:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            form = await request.form()
+            value = form.get("csrf_token")
+            sent = value if isinstance(value, str) else ""
+    if not expected or not sent or not hmac.compare_digest(expected, sent):
+        raise Forbidden("error.csrf")
+
+
+CsrfChecked = Depends(check_csrf)
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any] | None = None, *, status_code: int = 200
+) -> HTMLResponse:
+    templates = request.app.state.templates
+    ctx = {"user": getattr(request.state, "user", None), "roles": _role_flags(request)}
+    ctx.update(context or {})
+    response: HTMLResponse = templates.TemplateResponse(
+        request, name, ctx, status_code=status_code
+    )
+    return response
+
+
+def _role_flags(request: Request) -> dict[str, bool]:
+    user: User | None = getattr(request.state, "user", None)
+    role = user.role if user else ""
+    return {
+        "view": role in VIEW,
+        "generate": role in GENERATE,
+        "audit": role in AUDIT,
+        "users": role in MANAGE_USERS,
+    }
+
+
+def flash(request: Request, message: str, level: str = "info") -> None:
+    request.session["flash"] = [*request.session.get("flash", []), [level, message]]
