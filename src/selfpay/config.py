@@ -12,6 +12,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     locale: Literal["zh-CN", "en"] = "zh-CN"
+    timezone: str = "Asia/Shanghai"  # times are stored in UTC and shown in this zone
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r} (e.g. Asia/Shanghai)") from exc
+        return v
 
     # Secrets. Never in the repository: `selfpay demo` (and development) generate them
     # into <data_dir>/secrets.env with mode 0600; production refuses to start without them.

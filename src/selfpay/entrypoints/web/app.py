@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app = FastAPI(title="selfpay", version="0.1.0", docs_url="/docs", redoc_url=None,
                   lifespan=lifespan)
     app.state.container = container
-    app.state.templates = make_templates()
+    app.state.templates = make_templates(settings.timezone)
     app.state.login_limiter = auth.LoginLimiter()
     app.state.jobs = admin.batch.JobRegistry()
 

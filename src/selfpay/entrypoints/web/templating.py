@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import jinja2
 from fastapi.templating import Jinja2Templates
@@ -24,14 +25,17 @@ def _t(ctx: jinja2.runtime.Context, key: str, **values: Any) -> str:
     return translate(ctx.get("lang", "zh-CN"), key, **values)
 
 
-def _when(value: dt.datetime | dt.date | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone()
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return value.isoformat()
+def _when_in(zone: ZoneInfo) -> Any:
+    def when(value: dt.datetime | dt.date | None) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is not None:
+                value = value.astimezone(zone)  # stored in UTC, shown in local time
+            return value.strftime("%Y-%m-%d %H:%M:%S")
+        return value.isoformat()
+
+    return when
 
 
 def _size(n: int) -> str:
@@ -73,7 +77,7 @@ def _page_context(request: Request) -> dict[str, Any]:
     }
 
 
-def make_templates() -> Jinja2Templates:
+def make_templates(timezone: str = "Asia/Shanghai") -> Jinja2Templates:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=True,
@@ -83,6 +87,6 @@ def make_templates() -> Jinja2Templates:
     )
     env.globals["t"] = _t
     env.filters["fen"] = format_fen
-    env.filters["when"] = _when
+    env.filters["when"] = _when_in(ZoneInfo(timezone))
     env.filters["size"] = _size
     return Jinja2Templates(env=env, context_processors=[_page_context])
