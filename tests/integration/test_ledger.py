@@ -94,7 +94,7 @@ def test_account_summary_is_masked(uow_factory, seeded):
     summary = ledger.account_summary(uow_factory(), "water", "w-001")
     assert summary.masked_name == "王*" and summary.balance_fen == 500
     assert [b.period for b in summary.open_bills] == ["2026-10"]
-    assert summary.total_due_fen == 2500
+    assert summary.total_due_fen == 3000  # the prepaid 500 is shown, not deducted
     with pytest.raises(AccountNotFound):
         ledger.account_summary(uow_factory(), "GAS", "1")
 

@@ -57,8 +57,8 @@ def test_names_and_phones_are_masked():
     assert mask_phone("12345") == "*****"
 
 
-def test_total_due_subtracts_the_prepaid_balance():
+def test_total_due_is_what_the_open_bills_still_owe_whatever_the_balance():
     bills = (Bill(1, "E", "1", "2026-09", 1000, None, paid_fen=200),
              Bill(2, "E", "1", "2026-10", 500, None))
-    assert AccountSummary("E", "1", "*", 300, bills).total_due_fen == 1000
-    assert AccountSummary("E", "1", "*", 5000, bills).total_due_fen == 0
+    assert AccountSummary("E", "1", "*", 300, bills).total_due_fen == 1300
+    assert AccountSummary("E", "1", "*", 5000, bills).total_due_fen == 1300

@@ -160,5 +160,7 @@ class AccountSummary:
 
     @property
     def total_due_fen(self) -> int:
-        due = sum(b.outstanding_fen for b in self.open_bills) - self.balance_fen
-        return max(due, 0)
+        """What paying every open bill costs. A prepaid balance is shown beside it but
+        not deducted: the billing system applies it when it bills, and an order's amount
+        must equal the bills it settles."""
+        return sum(b.outstanding_fen for b in self.open_bills)
