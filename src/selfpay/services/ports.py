@@ -10,7 +10,7 @@ exception leaves it, and the outer block's commit() decides; so a use case may s
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, Self, TypeVar
 
@@ -22,6 +22,7 @@ from selfpay.domain.accounts import (
     PaymentPosting,
     PostingResult,
 )
+from selfpay.domain.orders import Order
 
 
 class BillingSystemError(Exception):
@@ -206,8 +207,238 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     imports: ImportRunRepository
     batches: QrBatchRepository
+    orders: OrderRepository
+    postings: PostingOutbox
+    notifications: NotificationLog
+    messages: MessageOutbox
+    sms_codes: SmsCodeRepository
+    payers: PayerAccounts
 
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
+
+
+# --- payments ---------------------------------------------------------------------------
+
+class ChannelError(Exception):
+    """The payment channel could not be reached or refused the request."""
+
+
+class NotificationRejected(ChannelError):
+    """A notification that failed verification (signature, serial, timestamp, merchant,
+    decryption, or the channel's deliberate bad-signature probe). Nothing may change."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRequest:
+    order_no: str  # our idempotency key at the channel (out_trade_no)
+    amount_fen: int
+    description: str
+    notify_url: str
+    expires_at: dt.datetime
+    mode: str  # native | jsapi | h5 | cashier
+    payer_openid: str = ""
+    client_ip: str = ""
+    return_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelNotification:
+    """A verified notification. `outcome` is paid | failed | closed."""
+
+    notification_id: str  # the channel's id of this notification (dedupe key)
+    order_no: str
+    outcome: str
+    amount_fen: int
+    channel_txn_id: str
+    paid_at: dt.datetime | None
+    merchant_id: str
+    raw: dict[str, Any] = field(default_factory=dict)  # decrypted resource, for history
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelQuery:
+    """`state` is paid | pending | closed | failed | unknown (no such trade yet)."""
+
+    state: str
+    amount_fen: int = 0
+    channel_txn_id: str = ""
+    paid_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyAnswer:
+    """What the channel expects back from its notification call."""
+
+    status_code: int
+    body: bytes = b""
+    content_type: str = "application/json"
+
+
+class PaymentChannel(Protocol):
+    """A payment channel (sandbox, WeChat Pay v3, Alipay, plug-ins by entry point
+    `selfpay.channels`). The order number is the idempotency key at the channel: after a
+    timeout, query the same number; never mint a new one."""
+
+    name: str
+    merchant_id: str
+
+    def create_payment(self, request: PaymentRequest) -> dict[str, Any]:
+        """Prepay. Returns what the client needs: {"kind": "code_url", "code_url": ...} |
+        {"kind": "jsapi", "params": {...}} | {"kind": "redirect", "url": ...}.
+        Raises ChannelError."""
+        ...
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelNotification:
+        """Verify (over the raw body bytes) and parse. Raises NotificationRejected."""
+        ...
+
+    def answer(self, ok: bool, message: str = "") -> NotifyAnswer: ...
+
+    def query(self, order_no: str) -> ChannelQuery: ...
+
+    def close(self, order_no: str) -> None:
+        """Close an unpaid order at the channel. Raises ChannelError if it cannot
+        (for example because it was paid meanwhile: query it then)."""
+        ...
+
+
+@dataclass(slots=True)
+class Message:
+    """An SMS, e-mail or receipt to deliver through the Notifier."""
+
+    id: int | None
+    kind: str  # sms_code | receipt | alert
+    to: str
+    subject: str
+    body: str
+    created_at: dt.datetime
+    attachments: list[tuple[str, str, bytes]] = field(default_factory=list)  # name, type, data
+    status: str = "queued"  # queued | sent | failed
+    sent_at: dt.datetime | None = None
+    error: str = ""
+
+
+class Notifier(Protocol):
+    """Delivers a message (outbox shown in the admin console by default; SMTP; plug-ins).
+    Raises NotifierError when delivery failed and may be retried."""
+
+    def send(self, message: Message) -> None: ...
+
+
+class NotifierError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Posting:
+    """An outbox row: post order `order_no` to the billing system until acknowledged."""
+
+    order_no: str
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime
+    attempts: int = 0
+    status: str = "pending"  # pending | done | stuck (flagged to staff, still retried)
+    last_error: str = ""
+    done_at: dt.datetime | None = None
+
+
+@dataclass(slots=True)
+class OrderHistoryEntry:
+    order_no: str
+    at: dt.datetime
+    kind: str
+    from_status: str
+    to_status: str
+    detail: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ReceivedNotification:
+    """Every notification call, verified or not, for the history and the audit."""
+
+    id: int | None
+    channel: str
+    received_at: dt.datetime
+    verified: bool
+    notification_id: str
+    order_no: str
+    outcome: str
+    error: str
+    body_sha256: str
+
+
+@dataclass(slots=True)
+class SmsCode:
+    phone: str
+    code_hash: str
+    expires_at: dt.datetime
+    sent_at: dt.datetime
+    tries: int = 0
+    used: bool = False
+
+
+class OrderRepository(Protocol):
+    def add(self, order: Order) -> None:
+        """Raises DuplicateKey when the idempotency key (or order number) exists."""
+        ...
+    def get(self, order_no: str, *, for_update: bool = False) -> Order | None: ...
+    def by_idempotency_key(self, key: str) -> Order | None: ...
+    def save(self, order: Order, *, now: dt.datetime) -> None:
+        """Write the order's fields and append its pending events to the history;
+        raises StaleOrder when someone else updated it since it was read."""
+        ...
+    def history(self, order_no: str) -> list[OrderHistoryEntry]: ...
+    def open_older_than(self, before: dt.datetime, *, limit: int = 100) -> list[str]:
+        """Order numbers of created/pending orders last touched before `before`."""
+        ...
+    def search(self, *, query: str = "", status: str = "", biller: str = "",
+               channel: str = "", limit: int = 50, offset: int = 0) -> Page[Order]: ...
+    def paid_bill_ids(self, biller: str, account: str) -> set[int]:
+        """Bills covered by orders that are paid but not yet posted (not open to pay)."""
+        ...
+
+
+class PostingOutbox(Protocol):
+    def add(self, posting: Posting) -> None: ...
+    def due(self, now: dt.datetime, *, limit: int = 20) -> list[Posting]:
+        """Due rows, locked for this worker (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+        ...
+    def save(self, posting: Posting) -> None: ...
+    def get(self, order_no: str) -> Posting | None: ...
+    def list(self, *, status: str = "", limit: int = 50, offset: int = 0) -> Page[Posting]: ...
+
+
+class NotificationLog(Protocol):
+    def add(self, entry: ReceivedNotification) -> int: ...
+    def seen(self, channel: str, notification_id: str) -> bool: ...
+    def for_order(self, order_no: str) -> list[ReceivedNotification]: ...
+
+
+class MessageOutbox(Protocol):
+    def add(self, message: Message) -> int: ...
+    def queued(self, *, limit: int = 20) -> list[Message]: ...
+    def save(self, message: Message) -> None: ...
+    def list(self, *, kind: str = "", limit: int = 50, offset: int = 0) -> Page[Message]: ...
+
+
+class SmsCodeRepository(Protocol):
+    def get(self, phone: str, *, for_update: bool = False) -> SmsCode | None: ...
+    def put(self, code: SmsCode) -> None: ...
+
+
+class PayerAccounts(Protocol):
+    """Accounts a payer (openid or signed browser id) has paid: "my accounts"."""
+
+    def remember(self, payer: str, biller: str, account: str, now: dt.datetime) -> None: ...
+    def list(self, payer: str) -> list[tuple[str, str]]: ...
+
+
+class DuplicateKey(Exception):
+    """An insert hit a unique key (idempotency key, order number, notification id)."""
+
+
+class StaleOrder(Exception):
+    """The order changed since it was read (optimistic version check)."""

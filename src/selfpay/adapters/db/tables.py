@@ -153,3 +153,147 @@ qr_batches = Table(
     Column("billers", String(256), nullable=False, server_default=""),
     Column("warnings", JSON, nullable=False),
 )
+
+# --- payments ---------------------------------------------------------------------------
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_no", String(32), primary_key=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("biller", String(8), nullable=False),
+    Column("account", String(32), nullable=False),
+    Column("bill_ids", JSON, nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("failed_attempts", Integer, nullable=False, server_default="0"),
+    Column("channel_txn_id", String(64), nullable=False, server_default=""),
+    Column("payer", String(128), nullable=False, server_default=""),
+    Column("email", String(254), nullable=False, server_default=""),
+    Column("action", JSON, nullable=False),
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+    Column("posted_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("amount_fen > 0", name="amount_positive"),
+    CheckConstraint(
+        "status IN ('created', 'pending', 'paid', 'posted', 'closed', 'failed')",
+        name="status_known",
+    ),
+)
+Index("ix_orders_status_updated", orders.c.status, orders.c.updated_at)
+Index("ix_orders_account", orders.c.biller, orders.c.account)
+
+order_events = Table(
+    "order_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_no", String(32), ForeignKey("orders.order_no"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("from_status", String(16), nullable=False, server_default=""),
+    Column("to_status", String(16), nullable=False, server_default=""),
+    Column("detail", JSON, nullable=False),
+)
+Index("ix_order_events_order", order_events.c.order_no, order_events.c.id)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("order_no", String(32), ForeignKey("orders.order_no"), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("done_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("status IN ('pending', 'done', 'stuck')", name="status_known"),
+)
+Index("ix_postings_due", postings.c.status, postings.c.next_attempt_at)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("channel", String(32), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("verified", Boolean, nullable=False),
+    Column("notification_id", String(128), nullable=False, server_default=""),
+    Column("order_no", String(32), nullable=False, server_default=""),
+    Column("outcome", String(16), nullable=False, server_default=""),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("body_sha256", String(64), nullable=False),
+)
+Index("ix_notifications_order", notifications.c.order_no)
+Index("ix_notifications_dedupe", notifications.c.channel, notifications.c.notification_id)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("to", String(254), nullable=False),
+    Column("subject", String(256), nullable=False, server_default=""),
+    Column("body", Text, nullable=False),
+    Column("attachments", JSON, nullable=False),  # [[name, type, base64], ...]
+    Column("status", String(16), nullable=False, server_default="queued"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("error", Text, nullable=False, server_default=""),
+)
+Index("ix_messages_status", messages.c.status, messages.c.id)
+
+sms_codes = Table(
+    "sms_codes",
+    metadata,
+    Column("phone", String(32), primary_key=True),
+    Column("code_hash", String(128), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Column("tries", Integer, nullable=False, server_default="0"),
+    Column("used", Boolean, nullable=False, server_default="0"),
+)
+
+payer_accounts = Table(
+    "payer_accounts",
+    metadata,
+    Column("payer", String(128), primary_key=True),
+    Column("biller", String(8), primary_key=True),
+    Column("account", String(32), primary_key=True),
+    Column("last_paid_at", DateTime(timezone=True), nullable=False),
+)
+
+# The sandbox channel's own books: it plays an external payment platform, so it keeps
+# its trades and its notification deliveries apart from the orders it is told about.
+sandbox_trades = Table(
+    "sandbox_trades",
+    metadata,
+    Column("order_no", String(32), primary_key=True),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("description", String(128), nullable=False, server_default=""),
+    Column("notify_url", Text, nullable=False),
+    Column("return_url", Text, nullable=False, server_default=""),
+    Column("state", String(16), nullable=False),  # NOTPAY | SUCCESS | PAYERROR | CLOSED
+    Column("txn_id", String(64), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+)
+
+sandbox_deliveries = Table(
+    "sandbox_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_no", String(32), nullable=False),
+    Column("notification_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("acked", Boolean, nullable=False, server_default="0"),
+    Column("last_status", String(64), nullable=False, server_default=""),
+)
+Index("ix_sandbox_deliveries_due", sandbox_deliveries.c.acked, sandbox_deliveries.c.due_at)
