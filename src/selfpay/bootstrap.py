@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 
 from selfpay.adapters.billing.ledger import LedgerBillingSystem
+from selfpay.adapters.bridge import build_billing
 from selfpay.adapters.db.engine import make_engine
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
+from selfpay.adapters.notifiers import build_notifier
 from selfpay.adapters.passwords import Argon2Hasher
 from selfpay.config import Settings
 from selfpay.domain.qrcodes import QrKeyring
-from selfpay.services.ports import BillingSystem, PasswordHasher, UnitOfWork
+from selfpay.services.payments import Payments
+from selfpay.services.ports import (
+    BillingSystem,
+    Notifier,
+    PasswordHasher,
+    PaymentChannel,
+    UnitOfWork,
+)
+
+CHANNELS_GROUP = "selfpay.channels"
 
 
 @dataclass
@@ -26,27 +41,90 @@ class Container:
     hasher: PasswordHasher
     keyring: QrKeyring
     code_base: str  # e.g. "HTTPS://PAY.EXAMPLE.CN/Q/"
+    channels: dict[str, PaymentChannel]  # by name: SELFPAY_ENABLED_CHANNELS
+    notifier: Notifier
+    payments: Payments
 
     @property
     def batch_dir(self) -> Path:
         return self.settings.data_dir / "batches"
 
     def close(self) -> None:
+        # `close(order_no)` is a port method (close an order at the channel); what a
+        # channel opened for itself (threads, HTTP clients, engines) it frees in dispose().
+        for channel in self.channels.values():
+            dispose = getattr(channel, "dispose", None)
+            if callable(dispose):
+                dispose()
+        close_billing = getattr(self.billing, "close", None)  # the bridge client's loop
+        if callable(close_billing):
+            close_billing()
         self.engine.dispose()
 
 
-def bootstrap(settings: Settings) -> Container:
+def load_channels(settings: Settings, *, engine: Engine | None = None
+                  ) -> dict[str, PaymentChannel]:
+    """The enabled payment channels (SELFPAY_ENABLED_CHANNELS), each built by its entry
+    point in the `selfpay.channels` group: `build(settings)`, or `build(settings,
+    engine=...)` when it wants to share the app's database pool."""
+    found = {ep.name: ep for ep in entry_points(group=CHANNELS_GROUP)}
+    channels: dict[str, PaymentChannel] = {}
+    for name in settings.channel_names:
+        ep = found.get(name)
+        if ep is None:
+            raise ValueError(
+                f"payment channel {name!r} is not installed (entry points of "
+                f"{CHANNELS_GROUP}: {', '.join(sorted(found)) or 'none'})"
+            )
+        factory = ep.load()
+        if engine is not None and "engine" in inspect.signature(factory).parameters:
+            channels[name] = factory(settings, engine=engine)
+        else:
+            channels[name] = factory(settings)
+    return channels
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    channels: Mapping[str, PaymentChannel] | None = None,
+    notifier: Notifier | None = None,
+) -> Container:
+    """`channels` and `notifier` replace the configured ones (tests, benchmarks)."""
     engine = make_engine(settings.sqlalchemy_url)
 
     def uow_factory() -> UnitOfWork:
         return SqlAlchemyUnitOfWork(engine)
 
+    # The built-in ledger shares the app's database when billing is in-process; with a
+    # bridge (SELFPAY_TRANSPORT=embedded|stomp) the web tier knows only the broker.
+    local = (lambda: LedgerBillingSystem(uow_factory)) if settings.billing == "ledger" else None
+    billing = build_billing(settings, engine=engine, local=local)
+    try:
+        built = dict(channels) if channels is not None else load_channels(settings, engine=engine)
+    except Exception:
+        engine.dispose()
+        raise
+    payments = Payments(
+        uow_factory=uow_factory,
+        billing=billing,
+        channels=built,
+        notify_base_url=settings.public_base_url,
+        order_ttl=dt.timedelta(seconds=settings.order_ttl_s),
+        query_after=dt.timedelta(seconds=settings.order_query_after_s),
+        flag_after_attempts=settings.posting_flag_after,
+        tz=ZoneInfo(settings.timezone),
+        read_uow_factory=lambda: SqlAlchemyUnitOfWork(engine, read_only=True),
+    )
     return Container(
         settings=settings,
         engine=engine,
         uow_factory=uow_factory,
-        billing=LedgerBillingSystem(uow_factory),
+        billing=billing,
         hasher=Argon2Hasher(),
         keyring=settings.keyring(),
         code_base=settings.code_base,
+        channels=built,
+        notifier=notifier or build_notifier(settings, uow_factory),
+        payments=payments,
     )

@@ -55,6 +55,72 @@ class Settings(BaseSettings):
     batch_workers: int = Field(default=0, ge=0)  # 0: one per core
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
 
+    # --- payments core: channels, order life cycle, background worker -----------------
+    enabled_channels: str = "sandbox"  # comma-separated `selfpay.channels` entry points
+    order_ttl_s: int = Field(default=1800, ge=60)  # an unpaid order is closed after this
+    order_query_after_s: int = Field(default=120, ge=1)  # a silent pending order is queried
+    posting_flag_after: int = Field(default=6, ge=1)  # failed postings before "stuck"
+    run_worker: bool = True  # `serve` runs the posting / reconcile / message worker thread
+    worker_interval_s: float = Field(default=1.0, gt=0)
+    reconcile_interval_s: float = Field(default=15.0, gt=0)  # how often it asks channels
+
+    @property
+    def channel_names(self) -> list[str]:
+        return [n.strip() for n in self.enabled_channels.split(",") if n.strip()]
+
+    # --- customer pages: notifier, SMTP, SMS look-up, WeChat OAuth ---------------------
+    notifier: Literal["outbox", "smtp"] = "outbox"  # outbox: kept for the admin console
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = "selfpay <no-reply@localhost>"
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    sms_code_ttl_s: int = Field(default=300, ge=30)  # a look-up code lives 5 minutes
+    sms_max_tries: int = Field(default=5, ge=1)  # wrong codes before it is locked
+    sms_resend_s: int = Field(default=60, ge=1)  # at most one code per phone per minute
+    wechat_oauth: bool = True  # in WeChat, get the payer's openid before JSAPI pay
+    payer_cookie_max_age_s: int = Field(default=400 * 24 * 3600, ge=60)  # "my accounts"
+
+    # --- payment channel: WeChat Pay API v3 (adapters/channels/wechatpay.py documents each)
+    wechatpay_mchid: str = ""
+    wechatpay_appid: str = ""
+    wechatpay_api_base_url: str = "https://api.mch.weixin.qq.com"
+    wechatpay_merchant_key_file: str = ""  # PEM of the merchant API private key
+    wechatpay_merchant_serial: str = ""  # serial of the merchant API certificate
+    wechatpay_apiv3_key: SecretStr = SecretStr("")  # 32 characters
+    wechatpay_platform_keys: str = ""  # "PUB_KEY_ID_...=wxp_pub.pem,<cert serial>=cert.pem"
+    wechatpay_app_secret: SecretStr = SecretStr("")  # official account AppSecret (OAuth)
+    wechatpay_oauth_base_url: str = "https://api.weixin.qq.com"
+    wechatpay_open_base_url: str = "https://open.weixin.qq.com"
+    wechatpay_timeout_s: float = Field(default=10.0, gt=0)
+
+    # --- DMZ/intranet bridge (adapters/bridge; docs/deployment.md) -----------------------
+    # none: the web tier calls the billing system in-process (demo, one machine);
+    # embedded: request/reply through a table of this database; stomp: through a broker.
+    transport: Literal["none", "embedded", "stomp"] = "none"
+    broker_kind: Literal["activemq", "rabbitmq"] = "activemq"
+    broker_urls: str = ""  # failover list: "stomp+ssl://mq1:61614,stomp+ssl://mq2:61614"
+    broker_user: str = ""
+    broker_password: SecretStr = SecretStr("")
+    broker_vhost: str = ""  # RabbitMQ virtual host (default "/")
+    broker_ca_file: str = ""  # CA that signed the broker's certificate (TLS)
+    broker_cert_file: str = ""  # client certificate for mutual TLS (PEM)
+    broker_key_file: str = ""
+    bridge_request_queue: str = "selfpay.bridge.requests"
+    bridge_instance_id: str = ""  # names this web instance's reply queue; default: host.random
+    bridge_timeout_s: float = Field(default=5.0, gt=0, le=60)  # queries (page waits this long)
+    bridge_posting_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    bridge_cache_s: int = Field(default=1800, ge=0, le=1800)  # outage fallback, 30 min at most
+    bridge_cache_url: str = ""  # "" in-process; redis://127.0.0.1:6379/0 shared
+    agent_prefetch: int = Field(default=8, ge=1, le=500)
+    agent_workers: int = Field(default=4, ge=1, le=64)
+    billing: str = "ledger"  # the agent's adapter: ledger | http | an entry-point plug-in
+    billing_http_url: str = ""  # http adapter: base URL of the billing system's JSON API
+    billing_http_token: SecretStr = SecretStr("")
+    billing_http_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
     @field_validator("public_base_url")
     @classmethod
     def _base_url_fits_alphanumeric_qr(cls, v: str) -> str:

@@ -26,7 +26,7 @@ def _diff(url: str) -> list:
 def test_migrations_create_exactly_the_tables_of_tables_py(db_url):
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0001"
+    assert migrate.current(db_url) == migrate.head() == "0003"
     assert _diff(db_url) == []
 
 
@@ -51,3 +51,5 @@ def test_upgrade_is_repeatable_and_downgrade_removes_everything(db_url):
 def test_migrations_ship_inside_the_package():
     assert (migrate.SCRIPT_LOCATION / "env.py").is_file()
     assert (migrate.SCRIPT_LOCATION / "versions" / "0001_initial.py").is_file()
+    assert (migrate.SCRIPT_LOCATION / "versions" / "0002_payments.py").is_file()
+    assert (migrate.SCRIPT_LOCATION / "versions" / "0003_bridge.py").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def test_a_valid_code_shows_the_masked_holder_and_open_bills(site: Site,
     assert "电费" in r.text and "0012345678" in r.text
     assert "2026-09" in r.text and "¥100.00" in r.text and "¥50.50" in r.text
     assert "¥150.50" in r.text  # total due
-    assert "disabled" in r.text  # payment arrives in the next issue
+    assert re.search(r"<button[^>]*id=\"pay-button\"(?![^>]*disabled)", r.text)  # payable
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["referrer-policy"] == "no-referrer"
     assert "set-cookie" not in r.headers

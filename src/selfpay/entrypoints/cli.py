@@ -385,6 +385,57 @@ def demo(
     uvicorn.run(create_app(s, container=c), host=s.host, port=port, log_level="info")
 
 
+@app.command("agent")
+def agent(
+    once: Annotated[bool, typer.Option(help="Connect, check, and exit (for set-up checks)")] = (
+        False
+    ),
+) -> None:
+    """Run the intranet agent: connect out to the broker, answer billing requests."""
+    import asyncio
+    import logging
+    import signal
+
+    from selfpay.adapters.bridge import build_transport_factory, load_billing_adapter
+    from selfpay.adapters.bridge.agent import BridgeAgent
+    from selfpay.services.bridge_ports import TransportError
+
+    try:
+        s = load_settings()
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if s.transport == "none":
+        raise _fail("SELFPAY_TRANSPORT is 'none': set it to 'stomp' (or 'embedded') for an agent")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if s.billing == "ledger":
+        from selfpay.adapters.db.migrate import upgrade
+
+        upgrade(s.sqlalchemy_url)
+    billing = load_billing_adapter(s)
+    factory = build_transport_factory(s)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with factory() as transport:
+            if once:
+                out.print(f"connected; consuming {s.bridge_request_queue} would start here")
+                return
+            await BridgeAgent(transport, billing, request_queue=s.bridge_request_queue,
+                              prefetch=s.agent_prefetch, workers=s.agent_workers).run(stop)
+
+    try:
+        asyncio.run(run())
+    except TransportError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        close = getattr(billing, "close", None)
+        if close is not None:
+            close()
+
+
 def main() -> None:
     app()
 

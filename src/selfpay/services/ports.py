@@ -145,6 +145,9 @@ class AccountRepository(Protocol):
         self, *, query: str = "", biller: str = "", limit: int = 50, offset: int = 0
     ) -> Page[Account]: ...
     def count(self) -> int: ...
+    def by_phone(self, phone: str, *, limit: int = 50) -> list[Account]:
+        """Accounts whose phone is exactly `phone` (the SMS look-up)."""
+        ...
 
 
 class BillRepository(Protocol):
@@ -319,6 +322,8 @@ class Message:
     status: str = "queued"  # queued | sent | failed
     sent_at: dt.datetime | None = None
     error: str = ""
+    attempts: int = 0  # failed deliveries so far
+    next_attempt_at: dt.datetime | None = None  # None: as soon as possible
 
 
 class Notifier(Protocol):
@@ -419,7 +424,9 @@ class NotificationLog(Protocol):
 
 class MessageOutbox(Protocol):
     def add(self, message: Message) -> int: ...
-    def queued(self, *, limit: int = 20) -> list[Message]: ...
+    def queued(self, *, limit: int = 20, now: dt.datetime | None = None) -> list[Message]:
+        """Queued messages, oldest first; with `now`, only those due by then."""
+        ...
     def save(self, message: Message) -> None: ...
     def list(self, *, kind: str = "", limit: int = 50, offset: int = 0) -> Page[Message]: ...
 

@@ -217,6 +217,11 @@ class SqlAlchemyAccountRepository:
     def count(self) -> int:
         return int(self._conn.execute(select(func.count()).select_from(t.accounts)).scalar_one())
 
+    def by_phone(self, phone: str, *, limit: int = 50) -> list[Account]:
+        a = t.accounts.c
+        stmt = select(t.accounts).where(a.phone == phone).order_by(a.biller, a.number)
+        return [_account(r) for r in self._conn.execute(stmt.limit(limit))]
+
 
 def _bill(row: Row[Any]) -> Bill:
     return Bill(

@@ -245,6 +245,10 @@ messages = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("error", Text, nullable=False, server_default=""),
+    # delivery tries so far, and when to try again (a down SMTP server is retried with
+    # back-off, then the message is marked failed)
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
 )
 Index("ix_messages_status", messages.c.status, messages.c.id)
 

@@ -6,6 +6,7 @@ from typing import Any, Self
 
 from sqlalchemy import Connection, Engine
 
+from selfpay.adapters.db import payment_repositories as pay_repos
 from selfpay.adapters.db import repositories as repos
 from selfpay.adapters.db.engine import READ_ONLY
 from selfpay.services.ports import (
@@ -15,7 +16,13 @@ from selfpay.services.ports import (
     BillRepository,
     ImportRunRepository,
     LedgerPaymentRepository,
+    MessageOutbox,
+    NotificationLog,
+    OrderRepository,
+    PayerAccounts,
+    PostingOutbox,
     QrBatchRepository,
+    SmsCodeRepository,
     UserRepository,
 )
 
@@ -44,6 +51,12 @@ class SqlAlchemyUnitOfWork:
     audit: AuditLog
     imports: ImportRunRepository
     batches: QrBatchRepository
+    orders: OrderRepository
+    postings: PostingOutbox
+    notifications: NotificationLog
+    messages: MessageOutbox
+    sms_codes: SmsCodeRepository
+    payers: PayerAccounts
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -73,6 +86,12 @@ class SqlAlchemyUnitOfWork:
         self.audit = repos.SqlAlchemyAuditLog(conn)
         self.imports = repos.SqlAlchemyImportRunRepository(conn)
         self.batches = repos.SqlAlchemyQrBatchRepository(conn)
+        self.orders = pay_repos.SqlAlchemyOrderRepository(conn)
+        self.postings = pay_repos.SqlAlchemyPostingOutbox(conn)
+        self.notifications = pay_repos.SqlAlchemyNotificationLog(conn)
+        self.messages = pay_repos.SqlAlchemyMessageOutbox(conn)
+        self.sms_codes = pay_repos.SqlAlchemySmsCodeRepository(conn)
+        self.payers = pay_repos.SqlAlchemyPayerAccounts(conn)
         return self
 
     def __exit__(self, *exc: Any) -> None:

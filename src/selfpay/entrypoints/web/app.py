@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -16,10 +17,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from selfpay.adapters.channels.sandbox_web import mount_sandbox
+from selfpay.adapters.worker_thread import WorkerThread
 from selfpay.bootstrap import Container, bootstrap
 from selfpay.config import Settings, load_settings
 from selfpay.domain.errors import InvalidInput, NotFound
-from selfpay.entrypoints.web import admin, auth, public
+from selfpay.entrypoints.web import admin, api, auth, public
 from selfpay.entrypoints.web.deps import Forbidden, LoginRequired, render
 from selfpay.entrypoints.web.i18n import LocaleMiddleware, pick_lang, request_lang, translate
 from selfpay.entrypoints.web.templating import make_templates
@@ -111,10 +114,24 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     built = container
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owns_container:
-            built.close()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The payments worker (posting, reconcile, messages): several instances may
+        # each run one (SKIP LOCKED claims, idempotent posting).
+        worker = None
+        if settings.run_worker:
+            worker = WorkerThread(built.payments, built.notifier,
+                                  interval_s=settings.worker_interval_s,
+                                  reconcile_interval_s=settings.reconcile_interval_s)
+            worker.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            app.state.worker = None
+            if worker is not None:
+                await anyio.to_thread.run_sync(worker.stop)
+            if owns_container:
+                built.close()
 
     app = FastAPI(title="selfpay", version="0.1.0", docs_url="/docs", redoc_url=None,
                   lifespan=lifespan)
@@ -138,6 +155,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(public.router)
+    app.include_router(api.router)
+    mount_sandbox(app, container.channels, run_worker=settings.run_worker)
 
     @app.get("/healthz", response_class=PlainTextResponse, tags=["ops"])
     def healthz() -> str:

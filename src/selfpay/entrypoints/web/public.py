@@ -1,10 +1,16 @@
 """The page a scanned code opens: /q/<biller>/<account>/<tag> (and /Q/..., as printed).
 
 A code that does not verify gets a 400 page that says only that; no lookup is made. A
-valid one shows the masked holder, open bills and the total due, nothing more."""
+valid one shows the masked holder, the open bills (all chosen; the customer may untick
+some) with the total, and the pay button. Its script (static/pay.js) creates the order
+through POST /api/v1/orders with an Idempotency-Key kept per intent in sessionStorage,
+then follows what the channel needs (sandbox cashier, WeChat JSAPI, or a Native code)
+to the status page /pay/<order no>. Pages for paying, looking up, receipts: pay.py,
+lookup.py, receipt.py (their routers hang off this one)."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import APIRouter, Request
@@ -14,6 +20,15 @@ from selfpay.domain.errors import AccountNotFound, InvalidCode
 from selfpay.domain.qrcodes import verify_parts
 from selfpay.entrypoints.web.deps import ContainerDep, render
 from selfpay.entrypoints.web.i18n import request_lang
+from selfpay.entrypoints.web.lookup import router as lookup_router
+from selfpay.entrypoints.web.pay import (
+    enabled_channels,
+    oauth_channel,
+    pay_strings,
+    wechat_openid,
+)
+from selfpay.entrypoints.web.pay import router as pay_router
+from selfpay.entrypoints.web.receipt import router as receipt_router
 from selfpay.services.ports import BillingSystemError
 
 log = logging.getLogger(__name__)
@@ -55,4 +70,28 @@ def code_page(request: Request, biller: str, account: str, tag: str,
     except BillingSystemError:
         log.warning("billing system unavailable for %s/%s", ref.biller, ref.account)
         return _page(request, "public/unavailable.html", base, 503)
-    return _page(request, "public/account.html", {**base, "summary": summary}, 200)
+    with container.uow_factory() as uow:
+        # Bills of orders that are paid but not yet posted are on their way: not again.
+        in_flight = uow.orders.paid_bill_ids(ref.biller, ref.account)
+    bills = [b for b in summary.open_bills if b.id not in in_flight]
+    channels = enabled_channels(container)
+    config = {
+        "biller": ref.biller, "account": ref.account,
+        "api": "/api/v1/orders",
+        "channels": channels,
+        "openid": bool(wechat_openid(container.settings, request)),
+        "oauth": oauth_channel(container) is not None,
+        "oauth_start": "/wechat/oauth/start?next=",
+        "here": request.url.path,
+        "wx_failed": request.query_params.get("wx") == "0",
+        "t": pay_strings(request_lang(request)),
+    }
+    return _page(request, "public/account.html", {
+        **base, "summary": summary, "bills": bills, "in_flight": len(in_flight),
+        "total_fen": sum(b.outstanding_fen for b in bills),
+        "can_pay": bool(bills) and bool(channels), "config": json.dumps(config),
+    }, 200)
+
+
+for sub in (pay_router, lookup_router, receipt_router):
+    router.include_router(sub)

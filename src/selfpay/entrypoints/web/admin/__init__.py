@@ -2,10 +2,20 @@
 
 from fastapi import APIRouter
 
-from selfpay.entrypoints.web.admin import audit, batch, dashboard, imports, lists, qr, users
+from selfpay.entrypoints.web.admin import (
+    audit,
+    batch,
+    dashboard,
+    imports,
+    lists,
+    messages,
+    orders,
+    qr,
+    users,
+)
 
 router = APIRouter()
-for module in (dashboard, qr, batch, lists, imports, audit, users):
+for module in (dashboard, qr, batch, lists, orders, messages, imports, audit, users):
     router.include_router(module.router)
 
 __all__ = ["batch", "router"]

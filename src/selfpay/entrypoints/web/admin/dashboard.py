@@ -11,6 +11,8 @@ from sqlalchemy import func, select
 from selfpay.adapters.db import tables
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import BillStatus
+from selfpay.entrypoints.web.admin.orders import payment_health
+from selfpay.entrypoints.web.auth import utcnow
 from selfpay.entrypoints.web.deps import AUDIT, ContainerDep, Viewer, render
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -79,4 +81,5 @@ def dashboard(request: Request, container: ContainerDep, user: Viewer) -> Respon
         "chart_height": max(len(chart) * 36, 36),
         "recent": recent,
         "recent_is_own": bool(actor),
+        "health": payment_health(container, utcnow()),
     })

@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# Message brokers for the DMZ/intranet bridge tests and benchmarks.
+#
+#   scripts/brokers.sh start|stop|restart|status [activemq|rabbitmq|all]
+#
+# ActiveMQ Classic (Debian's `activemq`, installed with apt-get when missing) runs as a
+# self-contained instance under .brokers/activemq/ (git-ignored): KahaDB, a DLQ per
+# queue, STOMP on 127.0.0.1:61614 and mutual-TLS STOMP on 127.0.0.1:61615, users
+# from a generated credentials file. Keys and certificates are generated here at the
+# first start and never committed. Idempotent: `start` of a running broker does nothing.
+#
+# RabbitMQ: the machine's running server; `start` enables its STOMP plugin (61613) and
+# creates the vhost `selfpay` with permissions for `guest`. It is not started or
+# stopped here (a system service; `rabbitmq-server` takes ~7 s to start).
+#
+# Environment: SELFPAY_AMQ_STOMP_PORT (61614), SELFPAY_AMQ_SSL_PORT (61615),
+# SELFPAY_BROKERS_DIR (.brokers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BASE_DIR="${SELFPAY_BROKERS_DIR:-$ROOT/.brokers}"
+B="$BASE_DIR/activemq"
+STOMP_PORT="${SELFPAY_AMQ_STOMP_PORT:-61614}"
+SSL_PORT="${SELFPAY_AMQ_SSL_PORT:-61615}"
+AMQ_HOME=/usr/share/activemq
+RMQ_VHOST=selfpay
+
+log() { echo "brokers: $*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+amq_pid() {
+  [ -f "$B/activemq.pid" ] || return 1
+  local pid; pid=$(cat "$B/activemq.pid")
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+amq_install() {
+  [ -f "$AMQ_HOME/bin/activemq.jar" ] && command -v java >/dev/null && command -v keytool >/dev/null \
+    && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    log "ActiveMQ is not installed (run: sudo apt-get install -y activemq)"; return 1
+  fi
+  log "installing Debian's activemq ..."
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q activemq >/dev/null
+}
+
+amq_secrets() {
+  # Test-only keys and passwords, made once per checkout.
+  mkdir -p "$B/conf" "$B/tls" "$B/data"
+  chmod 700 "$B/tls"
+  if [ ! -f "$B/credentials.env" ]; then
+    printf 'SELFPAY_BROKER_USER=selfpay\nSELFPAY_BROKER_PASSWORD=%s\n' "$(openssl rand -hex 16)" \
+      > "$B/credentials.env"
+    chmod 600 "$B/credentials.env"
+  fi
+  local t="$B/tls"
+  if [ ! -f "$t/truststore.p12" ]; then
+    log "generating a test CA, broker and client certificates ..."
+    rm -f "$t"/*
+    local pw; pw=$(openssl rand -hex 12); echo "$pw" > "$t/storepass"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=selfpay test CA" \
+      -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null
+    for who in broker client; do
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=selfpay-$who" \
+        -keyout "$t/$who.key" -out "$t/$who.csr" 2>/dev/null
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$t/$who.ext"
+      openssl x509 -req -in "$t/$who.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$t/$who.ext" -out "$t/$who.pem" 2>/dev/null
+    done
+    openssl pkcs12 -export -in "$t/broker.pem" -inkey "$t/broker.key" -certfile "$t/ca.pem" \
+      -name broker -passout "pass:$pw" -out "$t/broker.p12"
+    keytool -importcert -noprompt -alias ca -file "$t/ca.pem" -storetype PKCS12 \
+      -keystore "$t/truststore.p12" -storepass "$pw" >/dev/null 2>&1
+    chmod 600 "$t"/*
+  fi
+}
+
+amq_config() {
+  local pw user pass
+  pw=$(cat "$B/tls/storepass")
+  user=$(sed -n 's/^SELFPAY_BROKER_USER=//p' "$B/credentials.env")
+  pass=$(sed -n 's/^SELFPAY_BROKER_PASSWORD=//p' "$B/credentials.env")
+  cat > "$B/conf/activemq.xml" <<EOF
+<beans xmlns="http://www.springframework.org/schema/beans"
+  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans-2.0.xsd
+  http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="selfpay-test"
+          useJmx="false" schedulePeriodForDestinationPurge="60000" dataDirectory="$B/data">
+    <destinationPolicy>
+      <policyMap>
+        <policyEntries>
+          <!-- a DLQ per queue (DLQ.<queue>); expired requests are dropped, not dead-lettered -->
+          <policyEntry queue="&gt;">
+            <deadLetterStrategy>
+              <individualDeadLetterStrategy queuePrefix="DLQ." useQueueForQueueMessages="true"
+                                            processExpired="false"/>
+            </deadLetterStrategy>
+          </policyEntry>
+          <!-- reply queues of web instances that went away are removed after 10 min idle -->
+          <policyEntry queue="selfpay.reply.&gt;" gcInactiveDestinations="true"
+                       inactiveTimoutBeforeGC="600000">
+            <deadLetterStrategy>
+              <individualDeadLetterStrategy queuePrefix="DLQ." useQueueForQueueMessages="true"
+                                            processExpired="false"/>
+            </deadLetterStrategy>
+          </policyEntry>
+        </policyEntries>
+      </policyMap>
+    </destinationPolicy>
+    <plugins>
+      <simpleAuthenticationPlugin anonymousAccessAllowed="false">
+        <users>
+          <authenticationUser username="$user" password="$pass" groups="selfpay"/>
+        </users>
+      </simpleAuthenticationPlugin>
+    </plugins>
+    <sslContext>
+      <sslContext keyStore="file:$B/tls/broker.p12" keyStorePassword="$pw" keyStoreType="PKCS12"
+                  trustStore="file:$B/tls/truststore.p12" trustStorePassword="$pw"
+                  trustStoreType="PKCS12"/>
+    </sslContext>
+    <persistenceAdapter>
+      <kahaDB directory="$B/data/kahadb"/>
+    </persistenceAdapter>
+    <systemUsage>
+      <systemUsage>
+        <memoryUsage><memoryUsage limit="64 mb"/></memoryUsage>
+        <storeUsage><storeUsage limit="1 gb"/></storeUsage>
+        <tempUsage><tempUsage limit="256 mb"/></tempUsage>
+      </systemUsage>
+    </systemUsage>
+    <transportConnectors>
+      <transportConnector name="stomp"
+        uri="stomp://127.0.0.1:$STOMP_PORT?maximumConnections=1000&amp;wireFormat.maxFrameSize=1048576&amp;transport.tcpNoDelay=true"/>
+      <transportConnector name="stomp+ssl"
+        uri="stomp+ssl://127.0.0.1:$SSL_PORT?maximumConnections=1000&amp;wireFormat.maxFrameSize=1048576&amp;transport.tcpNoDelay=true&amp;transport.needClientAuth=true&amp;transport.enabledProtocols=TLSv1.3,TLSv1.2"/>
+    </transportConnectors>
+  </broker>
+</beans>
+EOF
+  # The Debian build ships log4j 1.2 and ignores log4j2.properties.
+  cat > "$B/conf/log4j.properties" <<EOF
+log4j.rootLogger=WARN, logfile
+log4j.logger.org.apache.activemq=INFO
+log4j.logger.org.apache.activemq.broker.TransportConnection=WARN
+log4j.appender.logfile=org.apache.log4j.RollingFileAppender
+log4j.appender.logfile.file=$B/activemq.log
+log4j.appender.logfile.maxFileSize=5MB
+log4j.appender.logfile.maxBackupIndex=2
+log4j.appender.logfile.layout=org.apache.log4j.PatternLayout
+log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
+EOF
+}
+
+amq_start() {
+  if pid=$(amq_pid); then log "ActiveMQ already running (pid $pid)"; return 0; fi
+  if port_open "$STOMP_PORT"; then
+    log "port $STOMP_PORT is taken by another process; not starting ActiveMQ"; return 1
+  fi
+  amq_install
+  amq_secrets
+  amq_config
+  # JVM flags as in /usr/bin/activemq (Java 9+); small heap: a test broker on a shared box.
+  setsid java -Xms64M -Xmx256M -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    --add-reads=java.xml=java.logging \
+    --add-opens java.base/java.security=ALL-UNNAMED --add-opens java.base/java.net=ALL-UNNAMED \
+    --add-opens java.base/java.lang=ALL-UNNAMED --add-opens java.base/java.util=ALL-UNNAMED \
+    --add-opens java.naming/javax.naming.spi=ALL-UNNAMED \
+    --add-opens java.rmi/sun.rmi.transport.tcp=ALL-UNNAMED \
+    --add-opens java.base/java.util.concurrent=ALL-UNNAMED \
+    --add-opens java.base/java.util.concurrent.atomic=ALL-UNNAMED \
+    -Dlog4j.configuration="file:$B/conf/log4j.properties" \
+    -Dactivemq.home="$AMQ_HOME" -Dactivemq.base="$B" -Dactivemq.conf="$B/conf" \
+    -Dactivemq.data="$B/data" \
+    -jar "$AMQ_HOME/bin/activemq.jar" start "xbean:file:$B/conf/activemq.xml" \
+    > "$B/console.log" 2>&1 < /dev/null &
+  echo $! > "$B/activemq.pid"
+  local i
+  for i in $(seq 1 300); do
+    if port_open "$STOMP_PORT" && port_open "$SSL_PORT"; then
+      log "ActiveMQ up (pid $(cat "$B/activemq.pid"), stomp :$STOMP_PORT, stomp+ssl :$SSL_PORT)"
+      return 0
+    fi
+    if ! amq_pid >/dev/null; then
+      log "ActiveMQ exited; see $B/console.log"; tail -20 "$B/console.log" >&2; return 1
+    fi
+    sleep 0.1
+  done
+  log "ActiveMQ did not open its ports within 30 s; see $B/console.log"; return 1
+}
+
+amq_stop() {
+  local pid
+  if ! pid=$(amq_pid); then log "ActiveMQ not running"; rm -f "$B/activemq.pid"; return 0; fi
+  kill "$pid"
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+  rm -f "$B/activemq.pid"
+  log "ActiveMQ stopped"
+}
+
+rmq_ctl() { rabbitmqctl -q "$@"; }
+
+rmq_start() {
+  if ! command -v rabbitmqctl >/dev/null; then log "RabbitMQ is not installed"; return 1; fi
+  if ! rmq_ctl status >/dev/null 2>&1; then log "RabbitMQ is not running"; return 1; fi
+  if ! port_open 61613; then
+    rabbitmq-plugins -q enable rabbitmq_stomp >/dev/null
+  fi
+  rmq_ctl list_vhosts | grep -qx "$RMQ_VHOST" || rmq_ctl add_vhost "$RMQ_VHOST" >/dev/null
+  rmq_ctl set_permissions -p "$RMQ_VHOST" guest '.*' '.*' '.*' >/dev/null
+  # reply queues of web instances that went away (and test queues) expire after 10 min idle;
+  # a policy, not a queue argument, so that no declaration ever disagrees with another
+  rmq_ctl set_policy -p "$RMQ_VHOST" --apply-to queues selfpay-expiry \
+    '^selfpay\.(reply|test)\.' '{"expires":600000}' >/dev/null
+  [ -f /etc/rabbitmq/enabled_plugins ] && chmod a+r /etc/rabbitmq/enabled_plugins || true
+  for _ in $(seq 1 100); do port_open 61613 && break; sleep 0.1; done
+  if port_open 61613; then log "RabbitMQ STOMP up (:61613, vhost $RMQ_VHOST)"; else
+    log "RabbitMQ STOMP port 61613 did not open"; return 1; fi
+}
+
+status() {
+  if pid=$(amq_pid); then echo "activemq: running (pid $pid) stomp :$STOMP_PORT ssl :$SSL_PORT"
+  else echo "activemq: stopped"; fi
+  if port_open 61613; then echo "rabbitmq: stomp :61613 open"; else echo "rabbitmq: stomp closed"; fi
+}
+
+cmd="${1:-status}"; which="${2:-all}"
+case "$cmd" in
+  start)
+    rc=0
+    if [ "$which" != rabbitmq ]; then amq_start || rc=1; fi
+    if [ "$which" != activemq ]; then rmq_start || rc=1; fi
+    exit $rc ;;
+  stop) if [ "$which" != rabbitmq ]; then amq_stop; fi ;;
+  restart) if [ "$which" != rabbitmq ]; then amq_stop; amq_start; fi ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|restart|status [activemq|rabbitmq|all]" >&2; exit 2 ;;
+esac

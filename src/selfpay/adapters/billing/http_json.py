@@ -1,0 +1,92 @@
+"""A billing system with an HTTP/JSON API (entry point `selfpay.billing: http`).
+
+The contract a billing system (or a small shim in front of a CIS) implements; amounts
+are integer fen, dates ISO 8601, bearer token optional (SELFPAY_BILLING_HTTP_TOKEN):
+
+    GET  {base}/accounts/{biller}/{account}
+         200 {"biller": "ELEC", "account": "0012345678", "masked_name": "张*丰",
+              "balance_fen": 0,
+              "open_bills": [{"id": 7, "biller": "ELEC", "account": "0012345678",
+                              "period": "2026-10", "amount_fen": 5050, "paid_fen": 0,
+                              "status": "open", "due_date": "2026-11-30"}]}
+         404 {"error": "account_not_found", "message": "..."}
+    POST {base}/payments      body: {"payment_id", "biller", "account", "amount_fen",
+                                     "bill_ids": [...], "channel", "channel_txn_id",
+                                     "paid_at"}
+         200 {"payment_id", "applied": [[bill_id, fen], ...], "surplus_fen",
+              "balance_fen", "duplicate": false}
+         (the same payment_id again: 200 with the first result and "duplicate": true)
+         404 account_not_found | 409 payment_id_conflict | 422 bill_not_open / invalid_*
+    POST {base}/work-orders   body: the work order; 200 {"id": "...", "status": "..."}
+
+Any other status, a timeout or a connection error is BillingSystemError (transient:
+the agent answers `unavailable` and the DMZ outbox retries).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from selfpay.adapters.bridge import codec
+from selfpay.domain.accounts import AccountSummary, PaymentPosting, PostingResult
+from selfpay.services.ports import BillingSystemError
+
+if TYPE_CHECKING:
+    from selfpay.config import Settings
+
+
+class HttpJsonBillingSystem:
+    def __init__(self, client: httpx.Client) -> None:
+        """`client` has base_url (and auth) set; it is owned and closed by close()."""
+        self._client = client
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            r = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BillingSystemError(f"billing system unreachable: {exc!r}") from exc
+        try:
+            doc = r.json()
+        except ValueError:
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        if r.status_code == 200:
+            return doc
+        if r.status_code in (404, 409, 422) and isinstance(doc.get("error"), str):
+            codec.raise_error(doc["error"], str(doc.get("message", "")))
+        raise BillingSystemError(f"billing system answered HTTP {r.status_code}")
+
+    def account_summary(self, biller: str, account: str) -> AccountSummary:
+        doc = self._request("GET", f"/accounts/{quote(biller, safe='')}/{quote(account, safe='')}")
+        try:
+            return codec.summary_from_json(doc)
+        except codec.CodecError as exc:
+            raise BillingSystemError(f"billing system sent a bad account: {exc}") from exc
+
+    def post_payment(self, posting: PaymentPosting) -> PostingResult:
+        doc = self._request("POST", "/payments", json=codec.posting_to_json(posting))
+        try:
+            return codec.result_from_json(doc)
+        except codec.CodecError as exc:
+            raise BillingSystemError(f"billing system sent a bad result: {exc}") from exc
+
+    def submit_work_order(self, order: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        return self._request("POST", "/work-orders", json=order,
+                             headers={"Idempotency-Key": idempotency_key})
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def build(settings: Settings) -> HttpJsonBillingSystem:
+    if not settings.billing_http_url:
+        raise ValueError("SELFPAY_BILLING=http needs SELFPAY_BILLING_HTTP_URL")
+    token = settings.billing_http_token.get_secret_value()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return HttpJsonBillingSystem(httpx.Client(
+        base_url=settings.billing_http_url.rstrip("/"), headers=headers,
+        timeout=settings.billing_http_timeout_s))

@@ -1,0 +1,440 @@
+"""Repositories of the payments ports (orders, outboxes, notifications, SMS codes, payers)
+over SQLAlchemy Core. Like repositories.py: they use the unit of work's Connection, never
+commit, store UTC and read back aware datetimes.
+
+`for_update=True` is SELECT ... FOR UPDATE on PostgreSQL; on SQLite the BEGIN IMMEDIATE
+of engine.py already holds the database's write lock. PostingOutbox.due() adds SKIP
+LOCKED on PostgreSQL so that several workers take different rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from selfpay.adapters.db import tables as t
+from selfpay.adapters.db.repositories import (
+    _aware,
+    _is_unique_violation,
+    _like_escape,
+    _new_id,
+    _page,
+    _utc,
+)
+from selfpay.domain.orders import OPEN_STATES, Order, OrderStatus
+from selfpay.services.ports import (
+    DuplicateKey,
+    Message,
+    OrderHistoryEntry,
+    Page,
+    Posting,
+    ReceivedNotification,
+    SmsCode,
+    StaleOrder,
+)
+
+
+def _opt(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else _aware(value)
+
+
+def _order(row: Row[Any]) -> Order:
+    return Order(
+        order_no=row.order_no,
+        idempotency_key=row.idempotency_key,
+        request_hash=row.request_hash,
+        biller=row.biller,
+        account=row.account,
+        bill_ids=tuple(int(b) for b in row.bill_ids),
+        amount_fen=int(row.amount_fen),
+        channel=row.channel,
+        created_at=_aware(row.created_at),
+        expires_at=_aware(row.expires_at),
+        status=OrderStatus(row.status),
+        attempts=row.attempts,
+        failed_attempts=row.failed_attempts,
+        channel_txn_id=row.channel_txn_id,
+        paid_at=_opt(row.paid_at),
+        posted_at=_opt(row.posted_at),
+        payer=row.payer,
+        email=row.email,
+        action=dict(row.action or {}),
+        version=row.version,
+    )
+
+
+def _mutable(order: Order) -> dict[str, Any]:
+    return {
+        "status": order.status.value,
+        "attempts": order.attempts,
+        "failed_attempts": order.failed_attempts,
+        "channel_txn_id": order.channel_txn_id,
+        "payer": order.payer,
+        "email": order.email,
+        "action": order.action,
+        "expires_at": _utc(order.expires_at),
+        "paid_at": _utc(order.paid_at),
+        "posted_at": _utc(order.posted_at),
+    }
+
+
+class SqlAlchemyOrderRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, order: Order) -> None:
+        try:
+            self._conn.execute(
+                insert(t.orders).values(
+                    order_no=order.order_no,
+                    idempotency_key=order.idempotency_key,
+                    request_hash=order.request_hash,
+                    biller=order.biller,
+                    account=order.account,
+                    bill_ids=list(order.bill_ids),
+                    amount_fen=order.amount_fen,
+                    channel=order.channel,
+                    created_at=_utc(order.created_at),
+                    updated_at=_utc(order.created_at),
+                    version=order.version,
+                    **_mutable(order),
+                )
+            )
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise DuplicateKey(order.idempotency_key) from exc
+            raise
+        self._append_events(order, order.created_at)
+
+    def get(self, order_no: str, *, for_update: bool = False) -> Order | None:
+        stmt = select(t.orders).where(t.orders.c.order_no == order_no)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = self._conn.execute(stmt).first()
+        return None if row is None else _order(row)
+
+    def by_idempotency_key(self, key: str) -> Order | None:
+        row = self._conn.execute(
+            select(t.orders).where(t.orders.c.idempotency_key == key)
+        ).first()
+        return None if row is None else _order(row)
+
+    def save(self, order: Order, *, now: dt.datetime) -> None:
+        o = t.orders.c
+        result = self._conn.execute(
+            update(t.orders)
+            .where(o.order_no == order.order_no, o.version == order.version)
+            .values(version=order.version + 1, updated_at=_utc(now), **_mutable(order))
+        )
+        if result.rowcount != 1:
+            raise StaleOrder(f"{order.order_no} changed since version {order.version}")
+        order.version += 1
+        self._append_events(order, now)
+
+    def _append_events(self, order: Order, now: dt.datetime) -> None:
+        if not order.events:
+            return
+        at = _utc(now)
+        self._conn.execute(
+            insert(t.order_events),
+            [
+                {"order_no": order.order_no, "at": at, "kind": e.kind,
+                 "from_status": e.from_status, "to_status": e.to_status,
+                 "detail": e.detail}
+                for e in order.events
+            ],
+        )
+        order.events.clear()
+
+    def history(self, order_no: str) -> list[OrderHistoryEntry]:
+        e = t.order_events.c
+        rows = self._conn.execute(
+            select(t.order_events).where(e.order_no == order_no).order_by(e.id)
+        )
+        return [
+            OrderHistoryEntry(order_no=r.order_no, at=_aware(r.at), kind=r.kind,
+                              from_status=r.from_status, to_status=r.to_status,
+                              detail=dict(r.detail or {}))
+            for r in rows
+        ]
+
+    def open_older_than(self, before: dt.datetime, *, limit: int = 100) -> list[str]:
+        o = t.orders.c
+        stmt = (
+            select(o.order_no)
+            .where(o.status.in_([s.value for s in OPEN_STATES]), o.updated_at < _utc(before))
+            .order_by(o.updated_at)
+            .limit(limit)
+        )
+        return list(self._conn.execute(stmt).scalars())
+
+    def search(self, *, query: str = "", status: str = "", biller: str = "",
+               channel: str = "", limit: int = 50, offset: int = 0) -> Page[Order]:
+        """`query` matches an order number, an account number or a channel transaction
+        id by prefix."""
+        o = t.orders.c
+        stmt = select(t.orders)
+        if status:
+            stmt = stmt.where(o.status == status)
+        if biller:
+            stmt = stmt.where(o.biller == biller)
+        if channel:
+            stmt = stmt.where(o.channel == channel)
+        q = query.strip()
+        if q:
+            like = _like_escape(q.upper()) + "%"
+            stmt = stmt.where(or_(
+                o.order_no.like(like, escape="\\"),
+                o.account.like(like, escape="\\"),
+                o.channel_txn_id.like(_like_escape(q) + "%", escape="\\"),
+            ))
+        rows, total = _page(self._conn, stmt, (o.created_at.desc(), o.order_no), limit, offset)
+        return Page([_order(r) for r in rows], total)
+
+    def paid_bill_ids(self, biller: str, account: str) -> set[int]:
+        o = t.orders.c
+        rows = self._conn.execute(
+            select(o.bill_ids).where(
+                o.biller == biller, o.account == account, o.status == OrderStatus.PAID.value
+            )
+        ).scalars()
+        return {int(b) for ids in rows for b in ids}
+
+
+def _posting(row: Row[Any]) -> Posting:
+    return Posting(
+        order_no=row.order_no, created_at=_aware(row.created_at),
+        next_attempt_at=_aware(row.next_attempt_at), attempts=row.attempts,
+        status=row.status, last_error=row.last_error, done_at=_opt(row.done_at),
+    )
+
+
+class SqlAlchemyPostingOutbox:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, posting: Posting) -> None:
+        try:
+            self._conn.execute(
+                insert(t.postings).values(
+                    order_no=posting.order_no, created_at=_utc(posting.created_at),
+                    next_attempt_at=_utc(posting.next_attempt_at), attempts=posting.attempts,
+                    status=posting.status, last_error=posting.last_error,
+                    done_at=_utc(posting.done_at),
+                )
+            )
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise DuplicateKey(posting.order_no) from exc
+            raise
+
+    def due(self, now: dt.datetime, *, limit: int = 20) -> list[Posting]:
+        p = t.postings.c
+        stmt = (
+            select(t.postings)
+            .where(p.status.in_(("pending", "stuck")), p.next_attempt_at <= _utc(now))
+            .order_by(p.next_attempt_at)
+            .limit(limit)
+        )
+        if self._conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [_posting(r) for r in self._conn.execute(stmt)]
+
+    def save(self, posting: Posting) -> None:
+        self._conn.execute(
+            update(t.postings)
+            .where(t.postings.c.order_no == posting.order_no)
+            .values(next_attempt_at=_utc(posting.next_attempt_at), attempts=posting.attempts,
+                    status=posting.status, last_error=posting.last_error,
+                    done_at=_utc(posting.done_at))
+        )
+
+    def get(self, order_no: str) -> Posting | None:
+        row = self._conn.execute(
+            select(t.postings).where(t.postings.c.order_no == order_no)
+        ).first()
+        return None if row is None else _posting(row)
+
+    def list(self, *, status: str = "", limit: int = 50, offset: int = 0) -> Page[Posting]:
+        p = t.postings.c
+        stmt = select(t.postings)
+        if status:
+            stmt = stmt.where(p.status == status)
+        rows, total = _page(self._conn, stmt, (p.created_at.desc(), p.order_no), limit, offset)
+        return Page([_posting(r) for r in rows], total)
+
+
+def _notification(row: Row[Any]) -> ReceivedNotification:
+    return ReceivedNotification(
+        id=row.id, channel=row.channel, received_at=_aware(row.received_at),
+        verified=bool(row.verified), notification_id=row.notification_id,
+        order_no=row.order_no, outcome=row.outcome, error=row.error,
+        body_sha256=row.body_sha256,
+    )
+
+
+class SqlAlchemyNotificationLog:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, entry: ReceivedNotification) -> int:
+        result = self._conn.execute(
+            insert(t.notifications).values(
+                channel=entry.channel, received_at=_utc(entry.received_at),
+                verified=entry.verified, notification_id=entry.notification_id,
+                order_no=entry.order_no, outcome=entry.outcome, error=entry.error,
+                body_sha256=entry.body_sha256,
+            )
+        )
+        entry.id = _new_id(result)
+        return entry.id
+
+    def seen(self, channel: str, notification_id: str) -> bool:
+        """Whether a verified notification with this id was taken before."""
+        if not notification_id:
+            return False
+        n = t.notifications.c
+        row = self._conn.execute(
+            select(n.id).where(n.channel == channel, n.notification_id == notification_id,
+                               n.verified.is_(True)).limit(1)
+        ).first()
+        return row is not None
+
+    def for_order(self, order_no: str) -> list[ReceivedNotification]:
+        n = t.notifications.c
+        rows = self._conn.execute(
+            select(t.notifications).where(n.order_no == order_no).order_by(n.id)
+        )
+        return [_notification(r) for r in rows]
+
+
+def _message(row: Row[Any]) -> Message:
+    return Message(
+        id=row.id, kind=row.kind, to=row.to, subject=row.subject, body=row.body,
+        created_at=_aware(row.created_at),
+        attachments=[(str(name), str(ctype), base64.b64decode(data))
+                     for name, ctype, data in row.attachments],
+        status=row.status, sent_at=_opt(row.sent_at), error=row.error,
+        attempts=row.attempts, next_attempt_at=_opt(row.next_attempt_at),
+    )
+
+
+def _message_values(message: Message) -> dict[str, Any]:
+    return {
+        "kind": message.kind, "to": message.to, "subject": message.subject,
+        "body": message.body, "created_at": _utc(message.created_at),
+        "attachments": [[name, ctype, base64.b64encode(data).decode("ascii")]
+                        for name, ctype, data in message.attachments],
+        "status": message.status, "sent_at": _utc(message.sent_at), "error": message.error,
+        "attempts": message.attempts, "next_attempt_at": _utc(message.next_attempt_at),
+    }
+
+
+class SqlAlchemyMessageOutbox:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, message: Message) -> int:
+        result = self._conn.execute(insert(t.messages).values(**_message_values(message)))
+        message.id = _new_id(result)
+        return message.id
+
+    def queued(self, *, limit: int = 20, now: dt.datetime | None = None) -> list[Message]:
+        m = t.messages.c
+        stmt = select(t.messages).where(m.status == "queued")
+        if now is not None:
+            stmt = stmt.where(or_(m.next_attempt_at.is_(None), m.next_attempt_at <= _utc(now)))
+        rows = self._conn.execute(stmt.order_by(m.id).limit(limit))
+        return [_message(r) for r in rows]
+
+    def save(self, message: Message) -> None:
+        if message.id is None:
+            raise ValueError("cannot save a message that has no id")
+        self._conn.execute(
+            update(t.messages).where(t.messages.c.id == message.id)
+            .values(**_message_values(message))
+        )
+
+    def list(self, *, kind: str = "", limit: int = 50, offset: int = 0) -> Page[Message]:
+        m = t.messages.c
+        stmt = select(t.messages)
+        if kind:
+            stmt = stmt.where(m.kind == kind)
+        rows, total = _page(self._conn, stmt, (m.id.desc(),), limit, offset)
+        return Page([_message(r) for r in rows], total)
+
+
+class SqlAlchemySmsCodeRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def get(self, phone: str, *, for_update: bool = False) -> SmsCode | None:
+        stmt = select(t.sms_codes).where(t.sms_codes.c.phone == phone)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = self._conn.execute(stmt).first()
+        if row is None:
+            return None
+        return SmsCode(phone=row.phone, code_hash=row.code_hash,
+                       expires_at=_aware(row.expires_at), sent_at=_aware(row.sent_at),
+                       tries=row.tries, used=bool(row.used))
+
+    def put(self, code: SmsCode) -> None:
+        """Insert or replace the phone's one current code."""
+        values = {"code_hash": code.code_hash, "expires_at": _utc(code.expires_at),
+                  "sent_at": _utc(code.sent_at), "tries": code.tries, "used": code.used}
+        result = self._conn.execute(
+            update(t.sms_codes).where(t.sms_codes.c.phone == code.phone).values(**values)
+        )
+        if result.rowcount == 0:
+            self._conn.execute(insert(t.sms_codes).values(phone=code.phone, **values))
+
+    def delete(self, phone: str) -> None:
+        self._conn.execute(delete(t.sms_codes).where(t.sms_codes.c.phone == phone))
+
+
+class SqlAlchemyPayerAccounts:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def remember(self, payer: str, biller: str, account: str, now: dt.datetime) -> None:
+        if not payer:
+            return
+        # INSERT ... ON CONFLICT: a twin insert must not abort the caller's transaction
+        # (it is the one that records the payment).
+        dialect_insert = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(t.payer_accounts).values(
+            payer=payer, biller=biller, account=account, last_paid_at=_utc(now)
+        )
+        self._conn.execute(stmt.on_conflict_do_update(
+            index_elements=["payer", "biller", "account"],
+            set_={"last_paid_at": stmt.excluded.last_paid_at},
+        ))
+
+    def list(self, payer: str) -> list[tuple[str, str]]:
+        p = t.payer_accounts.c
+        rows = self._conn.execute(
+            select(p.biller, p.account).where(p.payer == payer)
+            .order_by(p.last_paid_at.desc(), p.biller, p.account)
+        )
+        return [(r.biller, r.account) for r in rows]
+
+    def count(self) -> int:
+        return int(self._conn.execute(
+            select(func.count()).select_from(t.payer_accounts)).scalar_one())
+
+
+__all__ = [
+    "SqlAlchemyMessageOutbox",
+    "SqlAlchemyNotificationLog",
+    "SqlAlchemyOrderRepository",
+    "SqlAlchemyPayerAccounts",
+    "SqlAlchemyPostingOutbox",
+    "SqlAlchemySmsCodeRepository",
+]

@@ -1,0 +1,775 @@
+"""Payments: an order for an account's bills, the channel's word that it is paid, and
+one posting to the billing system.
+
+Rules this module keeps (DESIGN.md, invariants 2, 3, 4 and 8):
+
+- The amount is computed here from the billing system's open bills; no caller sets it.
+- An order is stored (and committed) before the channel is called: a network cut or a
+  crash after the prepay leaves a row that the same Idempotency-Key resumes.
+- A notification changes nothing unless the channel verified it over the raw bytes;
+  then, in ONE transaction with the order row locked, it is deduplicated, checked
+  (merchant, amount, state) and applied; `paid` writes the posting outbox row in that
+  same transaction. Exactly-once posting starts there.
+- Postings are sent by `dispatch_postings` outside any transaction (the billing system
+  may be across a network) and marked done afterwards. A crash in between only repeats
+  the call, which the billing system answers as a duplicate (idempotent by payment id).
+- `reconcile_pending` asks the channel about orders nobody told us about, and closes the
+  expired ones there and here.
+
+Every state change is stamped in the order's history (order_events).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from selfpay.domain.accounts import (
+    AccountSummary,
+    PaymentPosting,
+    PostingResult,
+    normalize_account,
+    normalize_biller,
+)
+from selfpay.domain.errors import InvalidInput, NotFound
+from selfpay.domain.ledger_errors import BillNotOpen
+from selfpay.domain.money import format_fen
+from selfpay.domain.orders import (
+    MAX_ATTEMPTS,
+    ORDER_TTL,
+    AlreadyPaidElsewhere,
+    AmountMismatch,
+    AttemptsExhausted,
+    IdempotencyConflict,
+    InvalidTransition,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    choose_bills,
+    new_order_no,
+)
+from selfpay.services.ports import (
+    BillingSystem,
+    ChannelError,
+    ChannelNotification,
+    ChannelQuery,
+    DuplicateKey,
+    Message,
+    NotificationRejected,
+    Notifier,
+    NotifierError,
+    NotifyAnswer,
+    PaymentChannel,
+    PaymentRequest,
+    Posting,
+    ReceivedNotification,
+    StaleOrder,
+    UnitOfWork,
+)
+
+log = logging.getLogger(__name__)
+
+S = OrderStatus
+T = TypeVar("T")
+
+MAX_KEY = 255
+QUERY_AFTER = dt.timedelta(minutes=2)  # a pending order nobody told us about is queried
+POSTING_LEASE = dt.timedelta(seconds=60)  # a claimed posting is not retried before this
+POSTING_BACKOFF = dt.timedelta(seconds=2)
+POSTING_BACKOFF_CAP = dt.timedelta(minutes=10)
+MESSAGE_MAX_ATTEMPTS = 5
+MESSAGE_BACKOFF = dt.timedelta(seconds=10)
+MESSAGE_LEASE = dt.timedelta(seconds=60)
+_STALE_RETRIES = 3
+
+
+class OrderNotFound(NotFound):
+    pass
+
+
+class UnknownChannel(InvalidInput):
+    """A channel name that is not enabled here."""
+
+
+class ChannelUnavailable(ChannelError):
+    """The prepay could not be made. The order is kept: retrying with the same
+    Idempotency-Key (or POST .../retry) resumes it."""
+
+    def __init__(self, order_no: str, message: str) -> None:
+        super().__init__(message)
+        self.order_no = order_no
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOrder:
+    idempotency_key: str
+    biller: str
+    account: str
+    channel: str
+    bill_ids: tuple[int, ...] = ()
+    mode: str = ""  # native | jsapi | h5 | cashier; '' lets the channel choose
+    payer: str = ""  # openid or signed browser id: "my accounts" remembers it
+    payer_openid: str = ""  # for WeChat JSAPI
+    email: str = ""  # receipt address, optional
+    client_ip: str = ""
+    return_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    order_no: str
+    status: str
+    amount_fen: int
+    biller: str
+    account: str
+    bill_ids: tuple[int, ...]
+    channel: str
+    action: dict[str, Any]
+    attempts_left: int
+    channel_txn_id: str
+    created_at: dt.datetime
+    paid_at: dt.datetime | None
+    posted_at: dt.datetime | None
+    expires_at: dt.datetime
+    new: bool = False  # this call created the order (not a replay of its key)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def request_hash(biller: str, account: str, channel: str, bill_ids: tuple[int, ...]) -> str:
+    """What one Idempotency-Key is bound to: the same intent hashes the same."""
+    canonical = json.dumps([biller, account, channel, sorted(bill_ids)], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def view(order: Order, *, new: bool = False) -> OrderView:
+    return OrderView(
+        order_no=order.order_no, status=order.status.value, amount_fen=order.amount_fen,
+        biller=order.biller, account=order.account, bill_ids=order.bill_ids,
+        channel=order.channel, action=dict(order.action), attempts_left=order.attempts_left,
+        channel_txn_id=order.channel_txn_id, created_at=order.created_at,
+        paid_at=order.paid_at, posted_at=order.posted_at, expires_at=order.expires_at,
+        new=new,
+    )
+
+
+def _event(order: Order, kind: str, **detail: Any) -> None:
+    """A history line that is no transition (notification, query, posting attempt)."""
+    order.events.append(OrderEvent(kind, order.status.value, order.status.value, detail))
+
+
+def _clip(text: str, size: int = 1000) -> str:
+    return text if len(text) <= size else text[: size - 1] + "…"
+
+
+class Payments:
+    def __init__(
+        self,
+        *,
+        uow_factory: Callable[[], UnitOfWork],
+        billing: BillingSystem,
+        channels: Mapping[str, PaymentChannel],
+        notify_base_url: str,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        order_ttl: dt.timedelta = ORDER_TTL,
+        flag_after_attempts: int = 6,
+        query_after: dt.timedelta = QUERY_AFTER,
+        posting_lease: dt.timedelta = POSTING_LEASE,
+        tz: dt.tzinfo = dt.UTC,
+        read_uow_factory: Callable[[], UnitOfWork] | None = None,
+    ) -> None:
+        """`read_uow_factory`, when given, serves reads that change nothing (order
+        status polls, look-ups); on SQLite it need not wait for the write lock."""
+        self._uow_factory = uow_factory
+        self._read_uow = read_uow_factory or uow_factory
+        self._billing = billing
+        self._channels = dict(channels)
+        self._base = notify_base_url.rstrip("/")
+        self._clock = clock
+        self._ttl = order_ttl
+        self._flag_after = flag_after_attempts
+        self._query_after = query_after
+        self._lease = posting_lease
+        self._tz = tz
+        self._biller_names: dict[str, str] = {}
+
+    @property
+    def channels(self) -> Mapping[str, PaymentChannel]:
+        return self._channels
+
+    # --- orders -------------------------------------------------------------------
+
+    def create_order(self, cmd: CreateOrder) -> OrderView:
+        key = cmd.idempotency_key
+        if not 1 <= len(key) <= MAX_KEY or not key.isprintable():
+            raise InvalidInput(f"Idempotency-Key must be 1-{MAX_KEY} printable characters")
+        biller = normalize_biller(cmd.biller)
+        account = normalize_account(cmd.account)
+        self._channel(cmd.channel)
+        bill_ids = tuple(cmd.bill_ids)
+        if any(type(b) is not int for b in bill_ids):
+            raise InvalidInput("bill ids must be integers")
+        if cmd.email and ("@" not in cmd.email or len(cmd.email) > 254):
+            raise InvalidInput(f"not an e-mail address: {cmd.email!r}")
+        wanted = request_hash(biller, account, cmd.channel, bill_ids)
+
+        with self._read_uow() as uow:
+            existing = uow.orders.by_idempotency_key(key)
+            covered = uow.orders.paid_bill_ids(biller, account) if existing is None else set()
+        if existing is not None:
+            return self._replay(existing, wanted, cmd)
+
+        # The billing system may be across a network: no transaction is open here.
+        summary = self._billing.account_summary(biller, account)
+        open_bills = [
+            (b.id, b.outstanding_fen) for b in summary.open_bills
+            if b.id is not None and b.id not in covered and b.outstanding_fen > 0
+        ]
+        chosen, amount = choose_bills(open_bills, bill_ids)
+        periods = {b.id: b.period for b in summary.open_bills}
+        owed = dict(open_bills)
+        now = self._clock()
+        order = Order(
+            order_no=new_order_no(now), idempotency_key=key, request_hash=wanted,
+            biller=biller, account=account, bill_ids=chosen, amount_fen=amount,
+            channel=cmd.channel, created_at=now, expires_at=now + self._ttl,
+            payer=cmd.payer or cmd.payer_openid, email=cmd.email,
+        )
+        order.events.append(OrderEvent("state", "", S.CREATED.value, {
+            "amount_fen": amount, "channel": cmd.channel,
+            "bills": [[b, periods.get(b, ""), owed[b]] for b in chosen],
+        }))
+        uow = self._uow_factory()
+        twin: Order | None = None
+        with uow:
+            try:
+                uow.orders.add(order)
+                uow.commit()
+            except DuplicateKey:
+                uow.rollback()
+                twin = uow.orders.by_idempotency_key(key)
+                if twin is None:  # pragma: no cover - an order number drawn twice (80 bits)
+                    raise
+        if twin is not None:  # a concurrent request with the same key won the insert
+            return self._replay(twin, wanted, cmd)
+        log.info("order %s created: %s %s %d fen via %s", order.order_no, biller, account,
+                 amount, cmd.channel)
+        return self._prepay(order, mode=cmd.mode, payer_openid=cmd.payer_openid,
+                            client_ip=cmd.client_ip, return_url=cmd.return_url, new=True)
+
+    def _replay(self, order: Order, wanted: str, cmd: CreateOrder) -> OrderView:
+        if order.request_hash != wanted:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used for a different request"
+            )
+        if order.status is S.CREATED and self._clock() < order.expires_at:
+            # The first call stored the order but its prepay failed or never answered.
+            return self._prepay(order, mode=cmd.mode, payer_openid=cmd.payer_openid,
+                                client_ip=cmd.client_ip, return_url=cmd.return_url)
+        return view(order)
+
+    def retry(self, order_no: str, *, mode: str = "", payer_openid: str = "",
+              client_ip: str = "", return_url: str = "") -> OrderView:
+        """A new payment attempt on the same order after a failed one."""
+        order = self._get(order_no)
+        if order.status in (S.PAID, S.POSTED):
+            return view(order)  # nothing left to pay
+        if order.failed_attempts >= MAX_ATTEMPTS or order.status is S.FAILED:
+            raise AttemptsExhausted(f"{order_no}: {MAX_ATTEMPTS} attempts failed")
+        if order.status is S.CLOSED:
+            raise InvalidTransition(f"{order_no} is closed: start a new order")
+        if self._clock() >= order.expires_at:
+            raise InvalidTransition(f"{order_no} has expired: start a new order")
+        if order.status is S.PENDING and order.action and (
+            not mode or order.action.get("mode", "") == mode
+        ):
+            return view(order)  # the current attempt is still open
+        return self._prepay(order, mode=mode or str(order.action.get("mode", "")),
+                            payer_openid=payer_openid, client_ip=client_ip,
+                            return_url=return_url)
+
+    def get(self, order_no: str) -> OrderView:
+        return view(self._get(order_no))
+
+    def payable(self, biller: str, account: str) -> AccountSummary:
+        """The account as a payer sees it: its open bills, less those that a paid order
+        covers while its posting is on the way (they are not offered twice)."""
+        summary = self._billing.account_summary(biller, account)
+        with self._read_uow() as uow:
+            covered = uow.orders.paid_bill_ids(summary.biller, summary.account)
+        if not covered:
+            return summary
+        return replace(summary, open_bills=tuple(
+            b for b in summary.open_bills if b.id not in covered))
+
+    def _get(self, order_no: str) -> Order:
+        with self._read_uow() as uow:
+            order = uow.orders.get(order_no)
+        if order is None:
+            raise OrderNotFound(f"no order {order_no}")
+        return order
+
+    def _channel(self, name: str) -> PaymentChannel:
+        channel = self._channels.get(name)
+        if channel is None:
+            enabled = ", ".join(sorted(self._channels)) or "none"
+            raise UnknownChannel(f"payment channel {name!r} is not enabled ({enabled})")
+        return channel
+
+    def _biller_name(self, code: str, uow: UnitOfWork | None = None) -> str:
+        """The biller's display name; pass the open unit of work when inside one (a
+        second connection would wait for the first one's lock on SQLite)."""
+        if code not in self._biller_names:
+            if uow is None:
+                with self._uow_factory() as own:
+                    biller = own.billers.get(code)
+            else:
+                biller = uow.billers.get(code)
+            self._biller_names[code] = biller.name if biller else code
+        return self._biller_names[code]
+
+    def _prepay(self, order: Order, *, mode: str, payer_openid: str, client_ip: str,
+                return_url: str, new: bool = False) -> OrderView:
+        channel = self._channel(order.channel)
+        seen_attempts = order.attempts
+        request = PaymentRequest(
+            order_no=order.order_no, amount_fen=order.amount_fen,
+            description=f"{self._biller_name(order.biller)} {order.account}",
+            notify_url=f"{self._base}/api/v1/notify/{order.channel}",
+            expires_at=order.expires_at, mode=mode, payer_openid=payer_openid,
+            client_ip=client_ip,
+            # Back to our own status page, which asks the server; never trust the
+            # cashier's word that the payment went through.
+            return_url=return_url or f"{self._base}/pay/{order.order_no}",
+        )
+        try:
+            action = dict(channel.create_payment(request))
+        except ChannelError as exc:
+            log.warning("prepay of %s at %s failed: %s", order.order_no, order.channel, exc)
+            self._note(order.order_no, "attempt", prepay_failed=_clip(str(exc), 500))
+            raise ChannelUnavailable(
+                order.order_no,
+                f"the payment channel is unavailable, please try again ({order.order_no})",
+            ) from exc
+        if mode:
+            action.setdefault("mode", mode)
+
+        def apply(uow: UnitOfWork) -> Order:
+            current = uow.orders.get(order.order_no, for_update=True)
+            assert current is not None
+            if current.attempts > seen_attempts or not current.is_open:
+                # A twin request made this attempt meanwhile, or the order moved on.
+                return current
+            current.start_attempt(action)
+            uow.orders.save(current, now=self._clock())
+            uow.commit()
+            return current
+
+        return view(self._in_tx(apply), new=new)
+
+    def _note(self, order_no: str, kind: str, **detail: Any) -> None:
+        def apply(uow: UnitOfWork) -> None:
+            order = uow.orders.get(order_no, for_update=True)
+            if order is not None:
+                _event(order, kind, **detail)
+                uow.orders.save(order, now=self._clock())
+                uow.commit()
+
+        self._in_tx(apply)
+
+    def _in_tx(self, fn: Callable[[UnitOfWork], T]) -> T:
+        """Run `fn` in a unit of work, again if the order changed under it."""
+        for attempt in range(_STALE_RETRIES):
+            try:
+                with self._uow_factory() as uow:
+                    return fn(uow)
+            except StaleOrder:
+                if attempt == _STALE_RETRIES - 1:
+                    raise
+                log.info("order changed concurrently; trying again")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- notifications ------------------------------------------------------------
+
+    def handle_notification(self, channel_name: str, headers: Mapping[str, str],
+                            body: bytes) -> NotifyAnswer:
+        channel = self._channel(channel_name)
+        body_sha = hashlib.sha256(body).hexdigest()
+        received = self._clock()
+        try:
+            note = channel.parse_notification(headers, body)
+        except NotificationRejected as exc:
+            log.warning("rejected a %s notification (sha256 %s): %s", channel_name,
+                        body_sha[:16], exc)
+            with self._uow_factory() as uow:
+                uow.notifications.add(ReceivedNotification(
+                    None, channel_name, received, False, "", "", "", _clip(str(exc)), body_sha,
+                ))
+                uow.commit()
+            return channel.answer(False, "verification failed")
+
+        def apply(uow: UnitOfWork) -> NotifyAnswer:
+            return self._apply_notification(uow, channel, note, received, body_sha)
+
+        return self._in_tx(apply)
+
+    def _apply_notification(self, uow: UnitOfWork, channel: PaymentChannel,
+                            note: ChannelNotification, received: dt.datetime,
+                            body_sha: str) -> NotifyAnswer:
+        def record(verified: bool, error: str = "") -> None:
+            uow.notifications.add(ReceivedNotification(
+                None, channel.name, received, verified, note.notification_id, note.order_no,
+                note.outcome, _clip(error), body_sha,
+            ))
+
+        if note.merchant_id != channel.merchant_id:
+            log.warning("%s notification %s names merchant %r, not ours", channel.name,
+                        note.notification_id, note.merchant_id)
+            record(False, f"merchant {note.merchant_id!r} is not {channel.merchant_id!r}")
+            uow.commit()
+            return channel.answer(False, "merchant mismatch")
+        order = uow.orders.get(note.order_no, for_update=True)
+        if order is None or order.channel != channel.name:
+            log.warning("%s notification %s for unknown order %r", channel.name,
+                        note.notification_id, note.order_no)
+            record(True, "unknown order")
+            uow.commit()
+            return channel.answer(False, "unknown order")
+        if uow.notifications.seen(channel.name, note.notification_id):
+            record(True, "duplicate")
+            uow.commit()
+            return channel.answer(True)
+
+        now = self._clock()
+        _event(order, "notification", notification_id=note.notification_id,
+               outcome=note.outcome, amount_fen=note.amount_fen,
+               channel_txn_id=note.channel_txn_id)
+        error = ""
+        if note.outcome == "paid":
+            error = self._take_payment(
+                uow, order, channel_txn_id=note.channel_txn_id, amount_fen=note.amount_fen,
+                paid_at=note.paid_at or received, now=now, source="notification",
+            )
+        elif note.outcome == "failed":
+            order.attempt_failed(str(note.raw.get("reason", "")) or "payment failed")
+        elif note.outcome == "closed":
+            if order.is_open:
+                order.close("closed by the channel")
+        else:
+            error = f"unknown outcome {note.outcome!r}"
+        record(not error, error)
+        uow.orders.save(order, now=now)
+        uow.commit()
+        return channel.answer(True)  # flagged ones too: the channel must stop re-sending
+
+    def _take_payment(self, uow: UnitOfWork, order: Order, *, channel_txn_id: str,
+                      amount_fen: int, paid_at: dt.datetime, now: dt.datetime,
+                      source: str) -> str:
+        """mark_paid, and the posting outbox row in the caller's transaction. Returns ''
+        or why the payment was refused (flagged in the history, never posted)."""
+        try:
+            changed = order.mark_paid(channel_txn_id=channel_txn_id, amount_fen=amount_fen,
+                                      paid_at=paid_at)
+        except (AmountMismatch, AlreadyPaidElsewhere) as exc:
+            flag = "amount_mismatch" if isinstance(exc, AmountMismatch) else "paid_elsewhere"
+            log.error("order %s: %s (%s): %s", order.order_no, flag, source, exc)
+            _event(order, "note", flag=flag, source=source, error=str(exc),
+                   channel_txn_id=channel_txn_id, amount_fen=amount_fen)
+            return str(exc)
+        if changed:
+            uow.postings.add(Posting(order.order_no, created_at=now, next_attempt_at=now))
+            if order.payer:
+                uow.payers.remember(order.payer, order.biller, order.account, now)
+            log.info("order %s paid (%s, %s)", order.order_no, source, channel_txn_id)
+        return ""
+
+    # --- posting ------------------------------------------------------------------
+
+    def dispatch_postings(self, limit: int = 20) -> int:
+        """Post due outbox rows to the billing system; returns how many were posted."""
+        now = self._clock()
+        lease_until = now + self._lease
+
+        def claim(uow: UnitOfWork) -> list[tuple[Posting, Order]]:
+            claimed: list[tuple[Posting, Order]] = []
+            for posting in uow.postings.due(now, limit=limit):
+                order = uow.orders.get(posting.order_no)
+                if order is None:  # pragma: no cover - a foreign key guarantees it
+                    continue
+                # Claimed for the lease: other workers skip it until then; a crash
+                # before the outcome is written only delays the next try.
+                posting.attempts += 1
+                posting.next_attempt_at = lease_until
+                uow.postings.save(posting)
+                claimed.append((posting, order))
+            uow.commit()
+            return claimed
+
+        with self._uow_factory() as uow:
+            claimed = claim(uow)
+        posted = 0
+        for posting, order in claimed:
+            if self._post_one(posting, order):
+                posted += 1
+        return posted
+
+    def _post_one(self, posting: Posting, order: Order) -> bool:
+        request = PaymentPosting(
+            payment_id=order.order_no, biller=order.biller, account=order.account,
+            amount_fen=order.amount_fen, bill_ids=order.bill_ids, channel=order.channel,
+            channel_txn_id=order.channel_txn_id, paid_at=order.paid_at,
+        )
+        unallocated = False
+        try:
+            try:
+                result = self._billing.post_payment(request)
+            except BillNotOpen:
+                # The chosen bills were settled meanwhile (two payers, or a late
+                # payment). The money is real: post it to the account, which pays its
+                # open bills oldest first and keeps the rest as prepaid balance.
+                unallocated = True
+                result = self._billing.post_payment(replace(request, bill_ids=()))
+        except Exception as exc:  # noqa: BLE001 - every failure is retried with back-off
+            self._posting_failed(posting, exc)
+            return False
+        return self._posting_done(posting, result, unallocated=unallocated)
+
+    def _posting_done(self, claimed: Posting, result: PostingResult, *,
+                      unallocated: bool) -> bool:
+        def apply(uow: UnitOfWork) -> bool:
+            order = uow.orders.get(claimed.order_no, for_update=True)
+            posting = uow.postings.get(claimed.order_no)
+            if order is None or posting is None or posting.status == "done":
+                return False  # another worker finished it
+            now = self._clock()
+            _event(order, "posting", attempt=claimed.attempts, result="posted",
+                   duplicate=result.duplicate, applied=[list(a) for a in result.applied],
+                   surplus_fen=result.surplus_fen, bills_settled_meanwhile=unallocated)
+            order.mark_posted(posted_at=now, duplicate=result.duplicate)
+            posting.status = "done"
+            posting.done_at = now
+            posting.last_error = ""
+            uow.postings.save(posting)
+            uow.orders.save(order, now=now)
+            uow.messages.add(self._receipt(uow, order, result))
+            uow.commit()
+            log.info("order %s posted%s", order.order_no,
+                     " (duplicate)" if result.duplicate else "")
+            return True
+
+        return self._in_tx(apply)
+
+    def _posting_failed(self, claimed: Posting, exc: Exception) -> None:
+        error = _clip(f"{type(exc).__name__}: {exc}", 2000)
+
+        def apply(uow: UnitOfWork) -> None:
+            order = uow.orders.get(claimed.order_no, for_update=True)
+            posting = uow.postings.get(claimed.order_no)
+            if order is None or posting is None or posting.status == "done":
+                return
+            now = self._clock()
+            delay = min(POSTING_BACKOFF * 2 ** max(posting.attempts - 1, 0),
+                        POSTING_BACKOFF_CAP)
+            posting.next_attempt_at = now + delay
+            posting.last_error = error
+            if posting.attempts >= self._flag_after and posting.status != "stuck":
+                posting.status = "stuck"  # shown to staff; still retried
+                log.error("posting of %s is stuck after %d attempts: %s", order.order_no,
+                          posting.attempts, error)
+            else:
+                log.warning("posting of %s failed (attempt %d): %s", order.order_no,
+                            posting.attempts, error)
+            _event(order, "posting", attempt=posting.attempts, result="failed",
+                   error=error, next_attempt_at=posting.next_attempt_at.isoformat(),
+                   stuck=posting.status == "stuck")
+            uow.postings.save(posting)
+            uow.orders.save(order, now=now)
+            uow.commit()
+
+        self._in_tx(apply)
+
+    def _receipt(self, uow: UnitOfWork, order: Order, result: PostingResult) -> Message:
+        periods: dict[int, str] = {}
+        for entry in uow.orders.history(order.order_no):
+            if entry.to_status == S.CREATED.value and entry.kind == "state":
+                periods = {int(b[0]): str(b[1]) for b in entry.detail.get("bills", [])}
+                break
+        bills = "、".join(
+            f"{periods.get(b) or '#' + str(b)} {format_fen(fen)}" for b, fen in result.applied
+        ) or "—"
+        if result.surplus_fen:
+            bills += f"；预存 {format_fen(result.surplus_fen)}"
+        name = self._biller_name(order.biller, uow)
+        paid_at = order.paid_at or order.posted_at or order.created_at
+        link = f"{self._base}/receipt/{order.order_no}"
+        body = "\n".join([
+            "您的缴费已成功入账，凭证如下：",
+            f"订单号：{order.order_no}",
+            f"缴费项目：{name}（{order.biller}）",
+            f"户号：{order.account}",
+            f"金额：{format_fen(order.amount_fen)}",
+            f"账单：{bills}",
+            f"支付渠道：{order.channel}",
+            f"渠道交易号：{order.channel_txn_id}",
+            f"支付时间：{paid_at.astimezone(self._tz):%Y-%m-%d %H:%M:%S}",
+            f"电子凭证：{link}",
+        ])
+        return Message(
+            id=None, kind="receipt", to=order.email,
+            subject=f"缴费凭证 {name} {order.account} {format_fen(order.amount_fen)}",
+            body=body, created_at=self._clock(),
+        )
+
+    # --- never stuck --------------------------------------------------------------
+
+    def reconcile_pending(self, now: dt.datetime | None = None, *, limit: int = 100) -> int:
+        """Query the channel about open orders we heard nothing of, close expired ones.
+        Returns how many orders changed."""
+        now = now or self._clock()
+        with self._uow_factory() as uow:
+            order_nos = uow.orders.open_older_than(now - self._query_after, limit=limit)
+        changed = 0
+        for order_no in order_nos:
+            try:
+                if self._reconcile_one(order_no, now):
+                    changed += 1
+            except ChannelError as exc:
+                log.warning("reconciling %s: the channel did not answer: %s", order_no, exc)
+        return changed
+
+    def _reconcile_one(self, order_no: str, now: dt.datetime) -> bool:
+        order = self._get(order_no)
+        if not order.is_open:
+            return False
+        expired = now >= order.expires_at
+        channel = self._channels.get(order.channel)
+        if order.status is S.CREATED or channel is None:
+            # Never prepaid (no customer can have paid it), or its channel is gone.
+            if expired:
+                reason = ("expired before a payment was started" if channel is not None
+                          else f"expired; channel {order.channel} is not enabled")
+                return self._close_locally(order_no, reason)
+            self._touch(order_no)  # let the others in the queue have their turn
+            return False
+        state = channel.query(order_no)
+        if state.state == "paid":
+            return self._take_queried(order_no, state)
+        if state.state == "closed":
+            return self._close_locally(order_no, "closed at the channel")
+        if state.state == "failed" and order.action:
+            return self._query_failed(order_no)
+        if not expired:
+            self._touch(order_no)
+            return False
+        try:
+            channel.close(order_no)
+        except ChannelError as exc:
+            # Perhaps it was paid meanwhile: ask again, and take the payment if so.
+            again = channel.query(order_no)
+            if again.state == "paid":
+                return self._take_queried(order_no, again)
+            if again.state == "pending":
+                log.warning("could not close %s at %s: %s", order_no, order.channel, exc)
+                self._touch(order_no)
+                return False
+        return self._close_locally(order_no, "expired")
+
+    def _take_queried(self, order_no: str, state: ChannelQuery) -> bool:
+        def apply(uow: UnitOfWork) -> bool:
+            order = uow.orders.get(order_no, for_update=True)
+            if order is None:  # pragma: no cover
+                return False
+            now = self._clock()
+            _event(order, "query", state=state.state, amount_fen=state.amount_fen,
+                   channel_txn_id=state.channel_txn_id)
+            before = order.status
+            self._take_payment(uow, order, channel_txn_id=state.channel_txn_id,
+                               amount_fen=state.amount_fen, paid_at=state.paid_at or now,
+                               now=now, source="query")
+            uow.orders.save(order, now=now)
+            uow.commit()
+            return order.status is not before
+
+        return self._in_tx(apply)
+
+    def _query_failed(self, order_no: str) -> bool:
+        def apply(uow: UnitOfWork) -> bool:
+            order = uow.orders.get(order_no, for_update=True)
+            if order is None or order.status is not S.PENDING or not order.action:
+                return False
+            _event(order, "query", state="failed")
+            order.attempt_failed("the channel reports the attempt failed")
+            uow.orders.save(order, now=self._clock())
+            uow.commit()
+            return True
+
+        return self._in_tx(apply)
+
+    def _close_locally(self, order_no: str, reason: str) -> bool:
+        def apply(uow: UnitOfWork) -> bool:
+            order = uow.orders.get(order_no, for_update=True)
+            if order is None or not order.is_open:
+                return False  # paid (or closed) meanwhile
+            order.close(reason)
+            uow.orders.save(order, now=self._clock())
+            uow.commit()
+            log.info("order %s closed: %s", order_no, reason)
+            return True
+
+        return self._in_tx(apply)
+
+    def _touch(self, order_no: str) -> None:
+        """Nothing to do yet: stamp the order so that it comes up again only after
+        `query_after`, not on every round of the worker (the channel is not asked
+        about one order over and over, and the queue rotates)."""
+
+        def apply(uow: UnitOfWork) -> None:
+            order = uow.orders.get(order_no, for_update=True)
+            if order is not None and order.is_open:
+                uow.orders.save(order, now=self._clock())
+                uow.commit()
+
+        self._in_tx(apply)
+
+    # --- messages -----------------------------------------------------------------
+
+    def deliver_messages(self, notifier: Notifier, limit: int = 20) -> int:
+        """Hand queued messages to the notifier; returns how many were sent."""
+        now = self._clock()
+        with self._uow_factory() as uow:
+            batch = uow.messages.queued(limit=limit, now=now)
+            for message in batch:  # claimed: other workers skip them for the lease
+                uow.messages.save(replace(message, next_attempt_at=now + MESSAGE_LEASE))
+            uow.commit()
+        sent = 0
+        for message in batch:
+            try:
+                notifier.send(message)
+            except NotifierError as exc:
+                message.attempts += 1
+                message.error = _clip(f"attempt {message.attempts}: {exc}")
+                if message.attempts >= MESSAGE_MAX_ATTEMPTS:
+                    message.status = "failed"
+                    log.error("message %s to %r failed for good: %s", message.id,
+                              message.to, exc)
+                else:
+                    message.next_attempt_at = self._clock() + MESSAGE_BACKOFF * 2 ** (
+                        message.attempts - 1)
+                    log.warning("message %s to %r not delivered: %s", message.id,
+                                message.to, exc)
+            else:
+                message.status = "sent"
+                message.sent_at = self._clock()
+                message.error = ""
+                sent += 1
+            with self._uow_factory() as uow:
+                uow.messages.save(message)
+                uow.commit()
+        return sent

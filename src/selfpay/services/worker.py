@@ -1,0 +1,34 @@
+"""The background work of a web instance: post paid orders, ask channels about silent
+orders, deliver messages. Several instances may run it at once: postings are claimed
+(FOR UPDATE SKIP LOCKED on PostgreSQL, then a lease), and posting is idempotent by
+payment id in the billing system, so a race only repeats a harmless call."""
+
+from __future__ import annotations
+
+import logging
+
+from selfpay.services.payments import Payments
+from selfpay.services.ports import Notifier
+
+log = logging.getLogger(__name__)
+
+
+def run_once(payments: Payments, notifier: Notifier, *, reconcile: bool = True,
+             limit: int = 20) -> dict[str, int]:
+    """One round; returns how many postings, reconciled orders and messages it handled.
+    A failing step is logged and does not keep the others from running."""
+    counts = {"posted": 0, "reconciled": 0, "messages": 0}
+    try:
+        counts["posted"] = payments.dispatch_postings(limit=limit)
+    except Exception:  # noqa: BLE001 - isolated: the next round tries again
+        log.exception("posting round failed")
+    if reconcile:
+        try:
+            counts["reconciled"] = payments.reconcile_pending()
+        except Exception:  # noqa: BLE001
+            log.exception("reconcile round failed")
+    try:
+        counts["messages"] = payments.deliver_messages(notifier, limit=limit)
+    except Exception:  # noqa: BLE001
+        log.exception("message round failed")
+    return counts

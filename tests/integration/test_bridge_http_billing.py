@@ -1,0 +1,109 @@
+"""The generic HTTP/JSON billing adapter against a small local HTTP service that
+implements the documented contract on top of the built-in ledger."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from selfpay.adapters.billing import http_json
+from selfpay.adapters.billing.ledger import LedgerBillingSystem
+from selfpay.adapters.bridge import codec, load_billing_adapter
+from selfpay.config import Settings
+from selfpay.domain.accounts import PaymentPosting
+from selfpay.domain.errors import AccountNotFound
+from selfpay.domain.ledger_errors import PaymentIdConflict
+from selfpay.services.ports import BillingSystemError
+
+
+def _service(ledger: LedgerBillingSystem, token: str) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, status: int, doc: dict) -> None:
+            body = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _guarded(self, fn) -> None:
+            if self.headers.get("Authorization") != f"Bearer {token}":
+                return self._answer(401, {"error": "unauthorized"})
+            try:
+                self._answer(200, fn())
+            except Exception as exc:  # noqa: BLE001 - the service maps errors to statuses
+                code = codec.error_code(exc)
+                status = {"account_not_found": 404, "payment_id_conflict": 409}.get(code, 503)
+                self._answer(status, {"error": code, "message": str(exc)})
+
+        def do_GET(self) -> None:
+            _, _, biller, account = self.path.split("/")
+            self._guarded(lambda: codec.summary_to_json(ledger.account_summary(biller, account)))
+
+        def do_POST(self) -> None:
+            doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self._guarded(lambda: codec.result_to_json(
+                ledger.post_payment(codec.posting_from_json(doc))))
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    return server
+
+
+@pytest.fixture
+def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('cis') / 'ledger.db'}"
+
+
+@pytest.fixture
+def service(uow_factory, seeded) -> Iterator[str]:  # noqa: ARG001
+    server = _service(LedgerBillingSystem(uow_factory), "s3cret")
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_the_http_adapter_reads_accounts_and_posts_payments_once(service, tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path, billing="http", billing_http_url=service,
+                        billing_http_token="s3cret")  # type: ignore[arg-type]
+    billing = load_billing_adapter(settings)
+    assert isinstance(billing, http_json.HttpJsonBillingSystem)
+    try:
+        assert billing.account_summary("ELEC", "0012345678").total_due_fen == 15050
+        with pytest.raises(AccountNotFound):
+            billing.account_summary("ELEC", "404")
+        posting = PaymentPosting("H-1", "ELEC", "0012345678", 10000)
+        assert not billing.post_payment(posting).duplicate
+        assert billing.post_payment(posting).duplicate
+        with pytest.raises(PaymentIdConflict):
+            billing.post_payment(PaymentPosting("H-1", "ELEC", "0012345678", 1))
+        assert billing.account_summary("ELEC", "0012345678").total_due_fen == 5050
+    finally:
+        billing.close()
+
+
+def test_a_wrong_token_or_a_dead_service_is_billing_unavailable(service, tmp_path) -> None:
+    bad = http_json.build(Settings(data_dir=tmp_path, billing_http_url=service,
+                                   billing_http_token="wrong"))  # type: ignore[arg-type]
+    dead = http_json.build(Settings(data_dir=tmp_path, billing_http_url="http://127.0.0.1:9",
+                                    billing_http_timeout_s=1))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(BillingSystemError, match="HTTP 401"):
+            bad.account_summary("ELEC", "0012345678")
+        with pytest.raises(BillingSystemError, match="unreachable"):
+            dead.account_summary("ELEC", "0012345678")
+    finally:
+        bad.close()
+        dead.close()
