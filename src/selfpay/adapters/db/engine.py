@@ -36,6 +36,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return _sqlite_engine(url, **kwargs)
     if backend == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
+        # FastAPI runs sync routes on up to 40 threads, plus the worker and the sandbox:
+        # SQLAlchemy's default 5 + 10 connections made requests queue for a connection.
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 30)
         # psycopg prepares a statement after 5 runs and PostgreSQL then may switch to a
         # generic plan; for `number IN (500 params)` right after a bulk import (no
         # statistics yet) that plan is a sequential scan, 50x slower. Plan each time.
