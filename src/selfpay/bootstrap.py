@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -28,6 +29,10 @@ from selfpay.services.ports import (
     PaymentChannel,
     UnitOfWork,
 )
+from selfpay.services.work_orders import WorkOrders
+
+if TYPE_CHECKING:
+    from selfpay.adapters.bridge.agent_thread import AgentThread
 
 CHANNELS_GROUP = "selfpay.channels"
 
@@ -44,6 +49,7 @@ class Container:
     channels: dict[str, PaymentChannel]  # by name: SELFPAY_ENABLED_CHANNELS
     notifier: Notifier
     payments: Payments
+    work_orders: WorkOrders
 
     @property
     def batch_dir(self) -> Path:
@@ -113,8 +119,14 @@ def bootstrap(
         order_ttl=dt.timedelta(seconds=settings.order_ttl_s),
         query_after=dt.timedelta(seconds=settings.order_query_after_s),
         flag_after_attempts=settings.posting_flag_after,
+        dead_after_attempts=settings.posting_dead_after,
         tz=ZoneInfo(settings.timezone),
         read_uow_factory=lambda: SqlAlchemyUnitOfWork(engine, read_only=True),
+    )
+    work_orders = WorkOrders(
+        uow_factory=uow_factory, billing=billing, dead_after=settings.posting_dead_after,
+        poll_every=dt.timedelta(seconds=settings.work_order_poll_s),
+        per_account_per_day=settings.work_orders_per_account_per_day,
     )
     return Container(
         settings=settings,
@@ -127,4 +139,18 @@ def bootstrap(
         channels=built,
         notifier=notifier or build_notifier(settings, uow_factory),
         payments=payments,
+        work_orders=work_orders,
     )
+
+
+def build_embedded_agent(container: Container) -> AgentThread | None:
+    """The in-process agent of a web tier that runs everything itself (SELFPAY_TRANSPORT=
+    embedded with SELFPAY_RUN_EMBEDDED_AGENT, what `selfpay demo` sets): the embedded
+    queue on the app's database, the built-in ledger on the same database. Not started."""
+    s = container.settings
+    if s.transport != "embedded" or not s.run_embedded_agent:
+        return None
+    from selfpay.adapters.bridge.agent_thread import AgentThread
+
+    billing = (LedgerBillingSystem(container.uow_factory) if s.billing == "ledger" else None)
+    return AgentThread.from_settings(s, engine=container.engine, billing=billing)

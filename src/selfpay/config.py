@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     order_ttl_s: int = Field(default=1800, ge=60)  # an unpaid order is closed after this
     order_query_after_s: int = Field(default=120, ge=1)  # a silent pending order is queried
     posting_flag_after: int = Field(default=6, ge=1)  # failed postings before "stuck"
+    # failed postings before "dead": no longer retried, listed at /admin/dead-letters
+    # for staff to replay; work orders that fail as often are marked failed
+    posting_dead_after: int = Field(default=20, ge=1)
+    work_order_poll_s: int = Field(default=30, ge=1)  # ask billing for news this often
+    work_orders_per_account_per_day: int = Field(default=10, ge=1)  # over all browsers
+    work_orders_per_ip_per_hour: int = Field(default=3, ge=1)  # per account + address
     run_worker: bool = True  # `serve` runs the posting / reconcile / message worker thread
     worker_interval_s: float = Field(default=1.0, gt=0)
     reconcile_interval_s: float = Field(default=15.0, gt=0)  # how often it asks channels
@@ -114,6 +120,8 @@ class Settings(BaseSettings):
     bridge_posting_timeout_s: float = Field(default=15.0, gt=0, le=300)
     bridge_cache_s: int = Field(default=1800, ge=0, le=1800)  # outage fallback, 30 min at most
     bridge_cache_url: str = ""  # "" in-process; redis://127.0.0.1:6379/0 shared
+    # with transport=embedded: the web process also runs the agent (`selfpay demo`)
+    run_embedded_agent: bool = False
     agent_prefetch: int = Field(default=8, ge=1, le=500)
     agent_workers: int = Field(default=4, ge=1, le=64)
     billing: str = "ledger"  # the agent's adapter: ledger | http | an entry-point plug-in

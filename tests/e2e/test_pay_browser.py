@@ -185,3 +185,37 @@ def yuan_of(text: str) -> int:
     digits = re.sub(r"[^0-9.]", "", text)
     whole, _, cents = digits.partition(".")
     return int(whole) * 100 + int((cents + "00")[:2])
+
+
+def test_a_customer_reports_an_outage_on_a_phone_and_sees_it_accepted(
+    browser: Browser, pay_server: PayServer, screenshots: Path
+) -> None:
+    live = pay_server
+    biller, account, _ = account_with_bills(live.container, 1)
+    payload = make_payload(live.container.code_base, live.container.keyring, biller, account)
+    context = browser.new_context(**PHONE)  # type: ignore[arg-type]
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(live.url + "/" + payload.split("/", 3)[3])
+        page.locator("#other-services").get_by_text("停电报修").click()
+        page.fill("#wo-description", "整栋楼停电，约 14:00 开始")
+        page.fill("#wo-phone", "13912345678")
+        page.screenshot(path=screenshots / "19-other-services-form.png", full_page=True)
+        page.get_by_role("button", name="提交").click()
+        expect(page.locator("#work-order")).to_contain_text("139****5678")
+        for _ in range(50):  # the work-order worker sends it to the ledger
+            if "已受理" in page.locator("#wo-status").inner_text():
+                break
+            time.sleep(0.2)
+            page.reload()
+        expect(page.locator("#wo-status")).to_have_text("已受理")
+        page.screenshot(path=screenshots / "20-work-order.png", full_page=True)
+        page.go_back()
+        page.go_back()
+        page.reload()
+        expect(page.locator("#my-reports")).to_contain_text("停电报修")
+        assert errors == []
+    finally:
+        context.close()

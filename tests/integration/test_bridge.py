@@ -36,58 +36,17 @@ from selfpay.domain.accounts import PaymentPosting
 from selfpay.domain.errors import AccountNotFound
 from selfpay.services.bridge_ports import Transport
 from selfpay.services.ports import BillingSystemError
+from support.bridge import AMQ, interrupt_broker, port_open, transport_overrides, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
-AMQ = ROOT / ".brokers" / "activemq"
 ACCOUNT = ("ELEC", "0012345678")  # owes 2026-09 ¥100.00 and 2026-10 ¥50.50 (conftest)
 
 pytestmark = pytest.mark.slow
 
 
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("SELFPAY_REQUIRE_SERVERS") == "1":
-        pytest.fail(reason + " (SELFPAY_REQUIRE_SERVERS=1)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def brokers() -> dict[str, str]:
-    """Start the test brokers once (idempotent), and read ActiveMQ's credentials."""
-    if not (_port_open(61614) and _port_open(61613)):
-        subprocess.run([str(ROOT / "scripts" / "brokers.sh"), "start"], timeout=240,
-                       check=False, stdout=subprocess.DEVNULL)
-    creds: dict[str, str] = {}
-    if (AMQ / "credentials.env").exists():
-        for line in (AMQ / "credentials.env").read_text().splitlines():
-            k, _, v = line.partition("=")
-            creds[k] = v
-    return creds
-
-
-# A transport spec: (settings overrides, factory of transports for the agent side).
-def _spec(kind: str, brokers: dict[str, str], dmz_url: str) -> dict[str, object]:
-    if kind == "embedded":
-        return {"transport": "embedded", "database_url": dmz_url}
-    if kind == "activemq":
-        if not _port_open(61614):
-            _unavailable("ActiveMQ STOMP port 61614 closed (scripts/brokers.sh start)")
-        return {"transport": "stomp", "broker_kind": "activemq",
-                "broker_urls": "stomp://127.0.0.1:61614",
-                "broker_user": brokers.get("SELFPAY_BROKER_USER", ""),
-                "broker_password": brokers.get("SELFPAY_BROKER_PASSWORD", "")}
-    if not _port_open(61613):
-        _unavailable("RabbitMQ STOMP port 61613 closed (scripts/brokers.sh start)")
-    return {"transport": "stomp", "broker_kind": "rabbitmq",
-            "broker_urls": "stomp://127.0.0.1:61613", "broker_user": "guest",
-            "broker_password": "guest", "broker_vhost": "selfpay"}
+_port_open = port_open
+_unavailable = unavailable
+_spec = transport_overrides
 
 
 class Bridge:
@@ -357,12 +316,7 @@ def test_the_broker_restarted_or_disconnected_mid_stream_loses_and_doubles_nothi
 
     def outage() -> None:
         time.sleep(0.4)
-        if bridge.kind == "activemq":
-            subprocess.run([str(ROOT / "scripts" / "brokers.sh"), "restart", "activemq"],
-                           check=True, timeout=120, stdout=subprocess.DEVNULL)
-        else:  # restarting the machine's RabbitMQ is slow: drop every connection instead
-            subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "-p", "selfpay",
-                            "selfpay test: dropped connection"], check=True, timeout=60)
+        interrupt_broker(bridge.kind)
 
     with ThreadPoolExecutor(max_workers=5) as pool:
         cut = pool.submit(outage)

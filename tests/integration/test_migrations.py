@@ -26,7 +26,7 @@ def _diff(url: str) -> list:
 def test_migrations_create_exactly_the_tables_of_tables_py(db_url):
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0003"
+    assert migrate.current(db_url) == migrate.head() == "0004"
     assert _diff(db_url) == []
 
 
@@ -53,3 +53,38 @@ def test_migrations_ship_inside_the_package():
     assert (migrate.SCRIPT_LOCATION / "versions" / "0001_initial.py").is_file()
     assert (migrate.SCRIPT_LOCATION / "versions" / "0002_payments.py").is_file()
     assert (migrate.SCRIPT_LOCATION / "versions" / "0003_bridge.py").is_file()
+    assert (migrate.SCRIPT_LOCATION / "versions" / "0004_dead_letters_work_orders.py").is_file()
+
+
+def test_0004_lets_postings_go_dead_and_downgrade_turns_them_back_to_stuck(db_url):
+    import datetime as dt
+
+    from sqlalchemy import insert, select, text
+
+    from selfpay.adapters.db import tables as t
+
+    migrate.upgrade(db_url)
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(t.orders).values(
+                order_no="SP1", idempotency_key="k", request_hash="h", biller="ELEC",
+                account="1", bill_ids=[], amount_fen=1, channel="fake", status="paid",
+                action={}, created_at=now, updated_at=now, expires_at=now))
+            conn.execute(insert(t.postings).values(
+                order_no="SP1", created_at=now, next_attempt_at=now, status="dead",
+                dead_at=now))
+        with engine.connect() as conn:
+            cfg = migrate.alembic_config(db_url)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0003")
+            conn.commit()
+            assert conn.execute(text("SELECT status FROM postings")).scalar_one() == "stuck"
+            assert "work_orders" not in inspect(conn).get_table_names()
+        migrate.upgrade(db_url)
+        with engine.connect() as conn:
+            assert conn.execute(select(t.postings.c.status)).scalar_one() == "stuck"
+    finally:
+        engine.dispose()
+    assert _diff(db_url) == []

@@ -12,14 +12,22 @@ from typing import Any
 import uvicorn
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @contextmanager
-def serve_asgi(app: Any, *, lifespan: str = "auto", startup_timeout_s: float = 10.0
-               ) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL
+def serve_asgi(app: Any, *, lifespan: str = "auto", startup_timeout_s: float = 10.0,
+               port: int = 0) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free 127.0.0.1 port (or `port`, e.g. from free_port(),
+    when the app must know its URL beforehand) in a thread; yields the base URL
     ("http://127.0.0.1:PORT") and stops the server (running its lifespan shutdown) on exit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, ws="none", http="h11",
                             access_log=False, log_config=None)

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from selfpay.services.payments import Payments
 from selfpay.services.ports import Notifier
-from selfpay.services.worker import run_once
+from selfpay.services.work_orders import WorkOrders
+from selfpay.services.worker import run_once, run_work_orders_once
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +79,38 @@ class WorkerThread:
                 continue  # more may be waiting: go on at once
             self._wake.wait(self._interval)
             self._wake.clear()  # a wake() during the round above has been served now
+
+
+class WorkOrderThread:
+    """Runs the work-order outbox (submit due tickets, poll open ones for news) every
+    `interval_s` seconds until stop(); wake() right after a customer reported one."""
+
+    def __init__(self, work_orders: WorkOrders, *, interval_s: float = 2.0,
+                 name: str = "selfpay-work-orders") -> None:
+        self._work_orders = work_orders
+        self._interval = interval_s
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.rounds = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            counts = run_work_orders_once(self._work_orders)
+            self.rounds += 1
+            if sum(counts.values()) >= 20:
+                continue  # more may be waiting
+            self._wake.wait(self._interval)
+            self._wake.clear()

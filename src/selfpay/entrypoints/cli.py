@@ -337,8 +337,11 @@ def serve(
 
     c = _container()
     s = c.settings
-    uvicorn.run(create_app(s, container=c), host=host or s.host, port=port or s.port,
-                log_level="info", proxy_headers=True)
+    try:
+        uvicorn.run(create_app(s, container=c), host=host or s.host, port=port or s.port,
+                    log_level="info", proxy_headers=True)
+    finally:
+        c.close()  # the bridge client's event loop thread would keep the process alive
 
 
 @app.command("demo")
@@ -355,7 +358,10 @@ def demo(
     from selfpay.services import users
     from selfpay.services.demo import seed_demo
 
-    overrides: dict[str, Any] = {"env": "demo", "data_dir": data_dir, "port": port}
+    # The web tier asks the ledger through the bridge, as across a DMZ, but over the
+    # embedded queue (a table of the same SQLite file) to an agent in this process.
+    overrides: dict[str, Any] = {"env": "demo", "data_dir": data_dir, "port": port,
+                                 "transport": "embedded", "run_embedded_agent": True}
     if "SELFPAY_PUBLIC_BASE_URL" not in os.environ:
         overrides["public_base_url"] = f"http://127.0.0.1:{port}"
     c = _container(**overrides)
@@ -373,6 +379,8 @@ def demo(
     if added:
         table.add_row("demo data", f"{added} accounts, {bills} open bills")
     table.add_row("data folder", str(s.data_dir.resolve()))
+    table.add_row("billing", "built-in ledger, through the embedded bridge queue and an "
+                  "in-process agent")
     out.print(table)
     with c.uow_factory() as uow:
         first = uow.accounts.search(limit=1).items
@@ -380,9 +388,11 @@ def demo(
         a = first[0]
         payload = make_payload(c.code_base, c.keyring, a.biller, a.number)
         out.print(f"a customer's code opens: {payload}")
-    if no_serve:
-        return
-    uvicorn.run(create_app(s, container=c), host=s.host, port=port, log_level="info")
+    try:
+        if not no_serve:
+            uvicorn.run(create_app(s, container=c), host=s.host, port=port, log_level="info")
+    finally:
+        c.close()  # the bridge client's event loop thread
 
 
 @app.command("agent")

@@ -13,6 +13,10 @@ Rules this module keeps (DESIGN.md, invariants 2, 3, 4 and 8):
 - Postings are sent by `dispatch_postings` outside any transaction (the billing system
   may be across a network) and marked done afterwards. A crash in between only repeats
   the call, which the billing system answers as a duplicate (idempotent by payment id).
+- A posting that failed `dead_after_attempts` times is dead-lettered (status `dead`):
+  no longer retried, shown to staff, who may replay it (`replay_posting`). A replay is
+  safe even when an earlier attempt did reach the billing system: the payment id is
+  the same, so the billing system answers it as a duplicate.
 - `reconcile_pending` asks the channel about orders nobody told us about, and closes the
   expired ones there and here.
 
@@ -54,6 +58,7 @@ from selfpay.domain.orders import (
     new_order_no,
 )
 from selfpay.services.ports import (
+    AuditEntry,
     BillingSystem,
     ChannelError,
     ChannelNotification,
@@ -90,6 +95,10 @@ _STALE_RETRIES = 3
 
 class OrderNotFound(NotFound):
     pass
+
+
+class PostingNotDead(InvalidInput):
+    """Only a dead-lettered posting can be replayed."""
 
 
 class UnknownChannel(InvalidInput):
@@ -180,6 +189,7 @@ class Payments:
         clock: Callable[[], dt.datetime] = _utcnow,
         order_ttl: dt.timedelta = ORDER_TTL,
         flag_after_attempts: int = 6,
+        dead_after_attempts: int = 20,
         query_after: dt.timedelta = QUERY_AFTER,
         posting_lease: dt.timedelta = POSTING_LEASE,
         tz: dt.tzinfo = dt.UTC,
@@ -195,6 +205,7 @@ class Payments:
         self._clock = clock
         self._ttl = order_ttl
         self._flag_after = flag_after_attempts
+        self._dead_after = dead_after_attempts
         self._query_after = query_after
         self._lease = posting_lease
         self._tz = tz
@@ -579,7 +590,12 @@ class Payments:
                         POSTING_BACKOFF_CAP)
             posting.next_attempt_at = now + delay
             posting.last_error = error
-            if posting.attempts >= self._flag_after and posting.status != "stuck":
+            if posting.attempts >= self._dead_after:
+                posting.status = "dead"  # the dead-letter queue: staff replay it
+                posting.dead_at = now
+                log.error("posting of %s dead-lettered after %d attempts: %s",
+                          order.order_no, posting.attempts, error)
+            elif posting.attempts >= self._flag_after and posting.status != "stuck":
                 posting.status = "stuck"  # shown to staff; still retried
                 log.error("posting of %s is stuck after %d attempts: %s", order.order_no,
                           posting.attempts, error)
@@ -588,12 +604,45 @@ class Payments:
                             posting.attempts, error)
             _event(order, "posting", attempt=posting.attempts, result="failed",
                    error=error, next_attempt_at=posting.next_attempt_at.isoformat(),
-                   stuck=posting.status == "stuck")
+                   stuck=posting.status == "stuck", dead=posting.status == "dead")
             uow.postings.save(posting)
             uow.orders.save(order, now=now)
             uow.commit()
 
         self._in_tx(apply)
+
+    def replay_posting(self, order_no: str, *, actor: str, ip: str = "") -> Posting:
+        """Take a dead-lettered posting back into the outbox: pending, attempts reset,
+        due now; noted in the order's history and the audit log (one transaction)."""
+
+        def apply(uow: UnitOfWork) -> Posting:
+            order = uow.orders.get(order_no, for_update=True)
+            posting = uow.postings.get(order_no)
+            if order is None or posting is None:
+                raise OrderNotFound(f"no posting for order {order_no}")
+            if posting.status != "dead":
+                raise PostingNotDead(f"the posting of {order_no} is {posting.status}, not dead")
+            now = self._clock()
+            previous = posting.attempts
+            posting.status = "pending"
+            posting.attempts = 0
+            posting.next_attempt_at = now
+            posting.dead_at = None
+            _event(order, "note", posting="replayed", by=actor, attempts_before=previous,
+                   last_error=posting.last_error)
+            uow.postings.save(posting)
+            uow.orders.save(order, now=now)
+            uow.audit.record(AuditEntry(
+                id=None, at=now, actor=actor, action="posting.replay", target=order_no,
+                detail={"attempts_before": previous, "last_error": posting.last_error[:200]},
+                ip=ip,
+            ))
+            uow.commit()
+            log.warning("posting of %s replayed by %s after %d attempts", order_no, actor,
+                        previous)
+            return posting
+
+        return self._in_tx(apply)
 
     def _receipt(self, uow: UnitOfWork, order: Order, result: PostingResult) -> Message:
         periods: dict[int, str] = {}

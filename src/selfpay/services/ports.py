@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from selfpay.domain.accounts import (
     Account,
@@ -23,6 +23,7 @@ from selfpay.domain.accounts import (
     PostingResult,
 )
 from selfpay.domain.orders import Order
+from selfpay.domain.work_orders import WorkOrderKind, WorkOrderStatus
 
 
 class BillingSystemError(Exception):
@@ -40,6 +41,48 @@ class BillingSystem(Protocol):
     def post_payment(self, posting: PaymentPosting) -> PostingResult:
         """Apply a payment. Idempotent by payment_id: a repeat returns the first result
         with duplicate=True and changes nothing."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOrderRequest:
+    """A work order as the billing system receives it; `ticket_no` is its idempotency
+    key (a repeat returns the first answer with duplicate=True)."""
+
+    ticket_no: str
+    biller: str
+    account: str
+    kind: str  # meter_fault | outage | contact_change
+    description: str
+    contact_phone: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOrderResult:
+    """The billing side's answer: its own reference and its word for the status (see
+    domain.work_orders.status_from_billing), with an optional note for the customer."""
+
+    ticket_no: str
+    ref: str
+    status: str
+    note: str = ""
+    duplicate: bool = False
+
+
+@runtime_checkable
+class WorkOrderDesk(Protocol):
+    """An OPTIONAL capability of a BillingSystem: it takes work orders. The built-in
+    ledger, the HTTP/JSON adapter and the bridge client have it; a plug-in may not
+    (then work orders wait in the DMZ outbox and are shown to staff)."""
+
+    def submit_work_order(self, order: WorkOrderRequest) -> WorkOrderResult:
+        """Idempotent by ticket_no. Raises InvalidInput / NotFound when refused for good,
+        BillingSystemError when it may be retried."""
+        ...
+
+    def work_order_status(self, ref: str) -> WorkOrderResult:
+        """The current status of the work order the billing side calls `ref`."""
         ...
 
 
@@ -216,6 +259,8 @@ class UnitOfWork(Protocol):
     messages: MessageOutbox
     sms_codes: SmsCodeRepository
     payers: PayerAccounts
+    work_orders: WorkOrderRepository
+    ledger_work_orders: LedgerWorkOrderRepository
 
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -345,9 +390,12 @@ class Posting:
     created_at: dt.datetime
     next_attempt_at: dt.datetime
     attempts: int = 0
-    status: str = "pending"  # pending | done | stuck (flagged to staff, still retried)
+    # pending | done | stuck (flagged to staff, still retried) | dead (no longer
+    # retried: the dead-letter queue, until staff replay it)
+    status: str = "pending"
     last_error: str = ""
     done_at: dt.datetime | None = None
+    dead_at: dt.datetime | None = None
 
 
 @dataclass(slots=True)
@@ -449,3 +497,72 @@ class DuplicateKey(Exception):
 
 class StaleOrder(Exception):
     """The order changed since it was read (optimistic version check)."""
+
+
+# --- work orders ------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class WorkOrder:
+    """A work order in the DMZ database: the customer's ticket and its outbox row.
+    `next_attempt_at` is when the worker next talks to the billing side about it (to
+    submit it while queued, to ask for news while it is open there)."""
+
+    id: int | None
+    ticket_no: str
+    biller: str
+    account: str
+    kind: WorkOrderKind
+    description: str
+    contact_phone: str
+    status: WorkOrderStatus
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    next_attempt_at: dt.datetime | None
+    billing_ref: str = ""
+    attempts: int = 0
+    last_error: str = ""
+    note: str = ""  # the billing side's word to the customer
+
+
+@dataclass(slots=True)
+class LedgerWorkOrder:
+    """A work order as the built-in ledger (the billing side) keeps it."""
+
+    id: int | None
+    ticket_no: str
+    biller: str
+    account: str
+    kind: str
+    description: str
+    contact_phone: str
+    status: str  # accepted | in_progress | done | rejected
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    note: str = ""
+
+
+class WorkOrderRepository(Protocol):
+    def add(self, order: WorkOrder) -> int:
+        """Raises DuplicateKey when the ticket number exists."""
+        ...
+    def get(self, ticket_no: str, *, for_update: bool = False) -> WorkOrder | None: ...
+    def save(self, order: WorkOrder) -> None: ...
+    def due(self, now: dt.datetime, statuses: Sequence[str], *,
+            limit: int = 20) -> list[WorkOrder]:
+        """Rows in `statuses` due by `now`, oldest due first, locked for this worker
+        (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+        ...
+    def by_tickets(self, ticket_nos: Sequence[str]) -> list[WorkOrder]: ...
+    def count_since(self, biller: str, account: str, since: dt.datetime) -> int: ...
+    def list(self, *, status: str = "", limit: int = 50,
+             offset: int = 0) -> Page[WorkOrder]: ...
+
+
+class LedgerWorkOrderRepository(Protocol):
+    def add(self, order: LedgerWorkOrder) -> int:
+        """Unique by ticket_no: a concurrent duplicate raises DuplicateKey."""
+        ...
+    def by_ticket(self, ticket_no: str) -> LedgerWorkOrder | None: ...
+    def get(self, order_id: int, *, for_update: bool = False) -> LedgerWorkOrder | None: ...
+    def save(self, order: LedgerWorkOrder) -> None: ...
+    def list(self, *, limit: int = 50, offset: int = 0) -> Page[LedgerWorkOrder]: ...

@@ -9,6 +9,7 @@ import logging
 
 from selfpay.services.payments import Payments
 from selfpay.services.ports import Notifier
+from selfpay.services.work_orders import WorkOrders
 
 log = logging.getLogger(__name__)
 
@@ -32,3 +33,12 @@ def run_once(payments: Payments, notifier: Notifier, *, reconcile: bool = True,
     except Exception:  # noqa: BLE001
         log.exception("message round failed")
     return counts
+
+
+def run_work_orders_once(work_orders: WorkOrders, *, limit: int = 20) -> dict[str, int]:
+    """One round of the work-order outbox: submit due tickets, poll open ones."""
+    try:
+        return work_orders.run_round(limit)
+    except Exception:  # noqa: BLE001 - isolated: the next round tries again
+        log.exception("work order round failed")
+        return {"submitted": 0, "updated": 0}

@@ -17,7 +17,14 @@ are integer fen, dates ISO 8601, bearer token optional (SELFPAY_BILLING_HTTP_TOK
               "balance_fen", "duplicate": false}
          (the same payment_id again: 200 with the first result and "duplicate": true)
          404 account_not_found | 409 payment_id_conflict | 422 bill_not_open / invalid_*
-    POST {base}/work-orders   body: the work order; 200 {"id": "...", "status": "..."}
+    POST {base}/work-orders   body: {"ticket_no", "biller", "account", "kind",
+                                     "description", "contact_phone", "created_at"}
+                              header Idempotency-Key: the ticket_no
+         200 {"id": "<your reference>", "status": "accepted", "note": "", "duplicate": false}
+         (the same ticket_no again: 200 with the first answer and "duplicate": true)
+    GET  {base}/work-orders/{id}
+         200 {"id", "status", "note"}; status accepted | in_progress | done | rejected
+         (or a synonym such as received, processing, closed, refused)
 
 Any other status, a timeout or a connection error is BillingSystemError (transient:
 the agent answers `unavailable` and the DMZ outbox retries).
@@ -25,6 +32,7 @@ the agent answers `unavailable` and the DMZ outbox retries).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -32,7 +40,7 @@ import httpx
 
 from selfpay.adapters.bridge import codec
 from selfpay.domain.accounts import AccountSummary, PaymentPosting, PostingResult
-from selfpay.services.ports import BillingSystemError
+from selfpay.services.ports import BillingSystemError, WorkOrderRequest, WorkOrderResult
 
 if TYPE_CHECKING:
     from selfpay.config import Settings
@@ -74,9 +82,22 @@ class HttpJsonBillingSystem:
         except codec.CodecError as exc:
             raise BillingSystemError(f"billing system sent a bad result: {exc}") from exc
 
-    def submit_work_order(self, order: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
-        return self._request("POST", "/work-orders", json=order,
-                             headers={"Idempotency-Key": idempotency_key})
+    def submit_work_order(self, order: WorkOrderRequest) -> WorkOrderResult:
+        doc = self._request("POST", "/work-orders", json=codec.work_order_to_json(order),
+                            headers={"Idempotency-Key": order.ticket_no})
+        return self._work_order_result(doc, order.ticket_no)
+
+    def work_order_status(self, ref: str) -> WorkOrderResult:
+        doc = self._request("GET", f"/work-orders/{quote(ref, safe='')}")
+        return self._work_order_result(doc, "")
+
+    @staticmethod
+    def _work_order_result(doc: dict[str, Any], ticket_no: str) -> WorkOrderResult:
+        try:
+            result = codec.work_order_result_from_json(doc)
+        except codec.CodecError as exc:
+            raise BillingSystemError(f"billing system sent a bad work order: {exc}") from exc
+        return result if result.ticket_no else replace(result, ticket_no=ticket_no)
 
     def close(self) -> None:
         self._client.close()

@@ -11,8 +11,8 @@ from sqlalchemy import Engine
 from selfpay.adapters.db.engine import make_engine
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
 from selfpay.domain.accounts import AccountSummary, PaymentPosting, PostingResult
-from selfpay.services import ledger
-from selfpay.services.ports import UnitOfWork
+from selfpay.services import ledger, ledger_work_orders
+from selfpay.services.ports import UnitOfWork, WorkOrderRequest, WorkOrderResult
 
 if TYPE_CHECKING:
     from selfpay.config import Settings
@@ -40,6 +40,18 @@ class LedgerBillingSystem:
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:
         return ledger.post_payment(self._uow_factory(), posting, self._clock())
+
+    # WorkOrderDesk: the ledger keeps work orders in ledger_work_orders, one per ticket.
+    def submit_work_order(self, order: WorkOrderRequest) -> WorkOrderResult:
+        return ledger_work_orders.submit(self._uow_factory(), order, self._clock())
+
+    def work_order_status(self, ref: str) -> WorkOrderResult:
+        return ledger_work_orders.status(self._uow_factory(), ref)
+
+    def set_work_order_status(self, ref: str, status: str, *, note: str = "") -> WorkOrderResult:
+        """Billing-side staff move a work order along (the demo's admin page does)."""
+        return ledger_work_orders.set_status(self._uow_factory(), ref, status, note=note,
+                                             now=self._clock())
 
     def close(self) -> None:
         if self._engine is not None:

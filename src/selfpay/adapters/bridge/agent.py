@@ -20,14 +20,14 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from selfpay.adapters.bridge import codec
+from selfpay.adapters.bridge.blocking import BlockingCalls
 from selfpay.adapters.bridge.client import COMMANDS, REQUEST_QUEUE
 from selfpay.services.bridge_ports import Delivery, Transport, TransportError
-from selfpay.services.ports import BillingSystem
+from selfpay.services.ports import BillingSystem, WorkOrderDesk
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +72,25 @@ class BridgeAgent:
         self.billing = billing
         self.request_queue = request_queue
         self.prefetch = prefetch
-        self._executor = ThreadPoolExecutor(max_workers=workers,
-                                            thread_name_prefix="selfpay-agent")
+        self._calls = BlockingCalls(workers, name="selfpay-agent")
         self._clock = clock
         self.recent = RecentReplies()
         self._in_flight: dict[str, asyncio.Future[codec.Reply]] = {}
         self.stats = AgentStats()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *,
+                  on_consuming: Callable[[], None] | None = None) -> None:
         """Consume until `stop` is set. The caller has entered the transport."""
         sub = await self.transport.subscribe(self.request_queue, self.handle,
                                              prefetch=self.prefetch)
         log.info("agent: consuming %s (prefetch %d)", self.request_queue, self.prefetch)
+        if on_consuming is not None:
+            on_consuming()
         try:
             await stop.wait()
         finally:
             await sub.close()
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._calls.shutdown()
 
     async def handle(self, d: Delivery) -> None:
         try:
@@ -127,9 +129,8 @@ class BridgeAgent:
         await d.ack()
 
     async def _answer(self, request: codec.Request) -> codec.Reply:
-        loop = asyncio.get_running_loop()
         try:
-            payload = await loop.run_in_executor(self._executor, self._call_billing, request)
+            payload = await self._calls.run(self._call_billing, request)
         except codec.CodecError as exc:
             return codec.Reply(request.kind, request.message_id, ok=False,
                                error_code="bad_request", error_message=str(exc))
@@ -154,12 +155,15 @@ class BridgeAgent:
             case "post_payment":
                 return codec.result_to_json(
                     self.billing.post_payment(codec.posting_from_json(p)))
-            case "submit_work_order":
-                submit = getattr(self.billing, "submit_work_order", None)
-                if submit is None:
+            case "submit_work_order" | "work_order_status":
+                # an optional capability of the billing adapter (ports.WorkOrderDesk)
+                if not isinstance(self.billing, WorkOrderDesk):
                     raise codec.CodecError("this billing system takes no work orders")
-                result: dict[str, Any] = submit(p, idempotency_key=request.idempotency_key)
-                return result
+                if request.kind == "work_order_status":
+                    result = self.billing.work_order_status(str(p["ref"]))
+                else:
+                    result = self.billing.submit_work_order(codec.work_order_from_json(p))
+                return codec.work_order_result_to_json(result)
         raise codec.CodecError(f"unknown kind {request.kind}")
 
     async def _send_reply(self, request: codec.Request, reply: codec.Reply) -> bool:

@@ -30,7 +30,7 @@ from selfpay.adapters.bridge import codec
 from selfpay.adapters.bridge.cache import InProcessSummaryCache, SummaryCache
 from selfpay.domain.accounts import AccountSummary, PaymentPosting, PostingResult
 from selfpay.services.bridge_ports import Delivery, Subscription, Transport, TransportError
-from selfpay.services.ports import BillingSystemError
+from selfpay.services.ports import BillingSystemError, WorkOrderRequest, WorkOrderResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -255,10 +255,17 @@ class BridgeBillingSystem:
             self.cache.invalidate(posting.biller, posting.account)
         return codec.result_from_json(payload)
 
-    def submit_work_order(self, order: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
-        """Send a work order (meter fault, outage, contact change) to the billing side."""
-        return self._call("submit_work_order", order, timeout_s=self.posting_timeout_s,
-                          idempotency_key=idempotency_key)
+    def submit_work_order(self, order: WorkOrderRequest) -> WorkOrderResult:
+        """Send a work order (meter fault, outage, contact change) to the billing side;
+        idempotent by ticket number there."""
+        payload = self._call("submit_work_order", codec.work_order_to_json(order),
+                             timeout_s=self.posting_timeout_s,
+                             idempotency_key=order.ticket_no)
+        return codec.work_order_result_from_json(payload)
+
+    def work_order_status(self, ref: str) -> WorkOrderResult:
+        payload = self._call("work_order_status", {"ref": ref}, timeout_s=self.timeout_s)
+        return codec.work_order_result_from_json(payload)
 
     def ping(self) -> float:
         """Round trip to an agent in seconds (for /readyz); raises BillingSystemError."""

@@ -2,19 +2,20 @@
 
 Request::
 
-    {"v": 1, "type": "request", "kind": "post_payment", "message_id": "<uuid hex>",
+    {"v": 1, "type": "request", "kind": "post_payment", "message_id": "<32 hex digits>",
      "correlation_id": "<same as message_id>", "reply_to": "selfpay.reply.<instance>",
      "deadline": 1793500000.25, "idempotency_key": "<payment id>", "sender": "<instance>",
      "payload": {...}}
 
 Reply::
 
-    {"v": 1, "type": "reply", "kind": "post_payment", "message_id": "<uuid hex>",
+    {"v": 1, "type": "reply", "kind": "post_payment", "message_id": "<32 hex digits>",
      "correlation_id": "<the request's message_id>", "ok": true, "payload": {...}}
     {"v": 1, "type": "reply", ..., "ok": false,
      "error": {"code": "account_not_found", "message": "ELEC 001"}}
 
-`kind` is account_summary | post_payment | submit_work_order | ping. `deadline` is UNIX
+`kind` is account_summary | post_payment | submit_work_order | work_order_status |
+ping. `deadline` is UNIX
 time in seconds (UTC clocks on both sides; NTP). Amounts are integer fen and a float
 where an amount belongs is refused. A reader accepts any `v` up to VERSION and ignores
 fields it does not know, so a newer agent can be rolled out before the web tier.
@@ -23,8 +24,10 @@ fields it does not know, so a newer agent can be rolled out before the web tier.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
-import uuid
+import os
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,11 +42,30 @@ from selfpay.domain.errors import (
     NotFound,
 )
 from selfpay.domain.ledger_errors import BillNotOpen, PaymentIdConflict
-from selfpay.services.ports import BillingSystemError
+from selfpay.services.ports import BillingSystemError, WorkOrderRequest, WorkOrderResult
 
 VERSION = 1
-KINDS = frozenset({"account_summary", "post_payment", "submit_work_order", "ping"})
+KINDS = frozenset({"account_summary", "post_payment", "submit_work_order", "work_order_status",
+                   "ping"})
 UNAVAILABLE = "billing system unavailable, try later"
+
+
+_id_prefix = secrets.token_hex(10)
+_id_counter = itertools.count()
+
+
+def _new_prefix() -> None:
+    global _id_prefix
+    _id_prefix = secrets.token_hex(10)
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_message_id() -> str:
+    """32 hex digits, unique: 80 random bits per process, then a counter (uuid4 per
+    message read os.urandom each time, a system call on every request and reply)."""
+    return f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 class CodecError(ValueError):
@@ -58,7 +80,7 @@ class Request:
     deadline: float
     idempotency_key: str = ""
     sender: str = ""
-    message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    message_id: str = field(default_factory=new_message_id)
 
     @property
     def correlation_id(self) -> str:
@@ -73,7 +95,7 @@ class Reply:
     payload: dict[str, Any] = field(default_factory=dict)
     error_code: str = ""
     error_message: str = ""
-    message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    message_id: str = field(default_factory=new_message_id)
 
 
 def encode_request(r: Request) -> bytes:
@@ -197,6 +219,42 @@ def result_from_json(d: dict[str, Any]) -> PostingResult:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CodecError(f"bad posting result: {exc}") from exc
+
+
+def work_order_to_json(w: WorkOrderRequest) -> dict[str, Any]:
+    return {
+        "ticket_no": w.ticket_no, "biller": w.biller, "account": w.account, "kind": w.kind,
+        "description": w.description, "contact_phone": w.contact_phone,
+        "created_at": w.created_at.isoformat(),
+    }
+
+
+def work_order_from_json(d: dict[str, Any]) -> WorkOrderRequest:
+    try:
+        return WorkOrderRequest(
+            ticket_no=str(d["ticket_no"]), biller=str(d["biller"]), account=str(d["account"]),
+            kind=str(d["kind"]), description=str(d.get("description", "")),
+            contact_phone=str(d.get("contact_phone", "")),
+            created_at=dt.datetime.fromisoformat(d["created_at"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"bad work order: {exc}") from exc
+
+
+def work_order_result_to_json(r: WorkOrderResult) -> dict[str, Any]:
+    return {"ticket_no": r.ticket_no, "id": r.ref, "status": r.status, "note": r.note,
+            "duplicate": r.duplicate}
+
+
+def work_order_result_from_json(d: dict[str, Any]) -> WorkOrderResult:
+    """Also reads the HTTP/JSON contract's {"id", "status"}."""
+    try:
+        return WorkOrderResult(
+            ticket_no=str(d.get("ticket_no", "")), ref=str(d["id"]), status=str(d["status"]),
+            note=str(d.get("note") or ""), duplicate=bool(d.get("duplicate", False)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"bad work order result: {exc}") from exc
 
 
 # --- errors -----------------------------------------------------------------------------

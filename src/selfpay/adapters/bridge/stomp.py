@@ -26,15 +26,16 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import unquote, urlsplit
 
 import stompman
-from stompman.connection import Connection
+from stompman.connection import Connection, reraise_connection_lost
 
+from selfpay.adapters.bridge import stomp_frames
 from selfpay.services.bridge_ports import MessageHandler, TransportError
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,27 @@ def tls_context(*, ca_file: str = "", cert_file: str = "", key_file: str = "") -
 
 
 class _VhostConnection(Connection):
-    """stompman's connection, with the CONNECT frame's `host` header set to the vhost."""
+    """stompman's connection, with the CONNECT frame's `host` header set to the vhost,
+    and frames read and written by `stomp_frames` (stompman parses byte by byte)."""
 
     vhost: str = ""
 
     async def write_frame(self, frame: stompman.AnyClientFrame) -> None:
         if self.vhost and isinstance(frame, stompman.ConnectFrame):
             frame = stompman.ConnectFrame(headers={**frame.headers, "host": self.vhost})
-        await super().write_frame(frame)
+        with reraise_connection_lost(RuntimeError):
+            self.writer.write(stomp_frames.dump_frame(frame))
+        with reraise_connection_lost(ConnectionError):
+            await self.writer.drain()
+
+    async def read_frames(self) -> AsyncGenerator[stompman.AnyServerFrame, None]:
+        parser = stomp_frames.FrameParser()
+        while True:
+            with reraise_connection_lost(ConnectionError):
+                chunk = await self._read_non_empty_bytes(self.read_max_chunk_size)
+            self.last_read_time = time.time()
+            for frame in parser.parse_frames_from_chunk(chunk):
+                yield frame  # type: ignore[misc]
 
 
 def _connection_class(vhost: str) -> type[Connection]:

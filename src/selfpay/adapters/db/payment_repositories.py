@@ -212,6 +212,7 @@ def _posting(row: Row[Any]) -> Posting:
         order_no=row.order_no, created_at=_aware(row.created_at),
         next_attempt_at=_aware(row.next_attempt_at), attempts=row.attempts,
         status=row.status, last_error=row.last_error, done_at=_opt(row.done_at),
+        dead_at=_opt(row.dead_at),
     )
 
 
@@ -226,7 +227,7 @@ class SqlAlchemyPostingOutbox:
                     order_no=posting.order_no, created_at=_utc(posting.created_at),
                     next_attempt_at=_utc(posting.next_attempt_at), attempts=posting.attempts,
                     status=posting.status, last_error=posting.last_error,
-                    done_at=_utc(posting.done_at),
+                    done_at=_utc(posting.done_at), dead_at=_utc(posting.dead_at),
                 )
             )
         except IntegrityError as exc:
@@ -252,7 +253,7 @@ class SqlAlchemyPostingOutbox:
             .where(t.postings.c.order_no == posting.order_no)
             .values(next_attempt_at=_utc(posting.next_attempt_at), attempts=posting.attempts,
                     status=posting.status, last_error=posting.last_error,
-                    done_at=_utc(posting.done_at))
+                    done_at=_utc(posting.done_at), dead_at=_utc(posting.dead_at))
         )
 
     def get(self, order_no: str) -> Posting | None:

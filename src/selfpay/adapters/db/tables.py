@@ -212,7 +212,8 @@ postings = Table(
     Column("status", String(16), nullable=False, server_default="pending"),
     Column("last_error", Text, nullable=False, server_default=""),
     Column("done_at", DateTime(timezone=True), nullable=True),
-    CheckConstraint("status IN ('pending', 'done', 'stuck')", name="status_known"),
+    Column("dead_at", DateTime(timezone=True), nullable=True),  # moved to the dead letters
+    CheckConstraint("status IN ('pending', 'done', 'stuck', 'dead')", name="status_known"),
 )
 Index("ix_postings_due", postings.c.status, postings.c.next_attempt_at)
 
@@ -270,6 +271,54 @@ payer_accounts = Table(
     Column("biller", String(8), primary_key=True),
     Column("account", String(32), primary_key=True),
     Column("last_paid_at", DateTime(timezone=True), nullable=False),
+)
+
+# Work orders reported by customers (DMZ side): the ticket and its outbox row.
+work_orders = Table(
+    "work_orders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ticket_no", String(32), nullable=False, unique=True),
+    Column("biller", String(8), nullable=False),
+    Column("account", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("contact_phone", String(32), nullable=False),
+    Column("status", String(16), nullable=False, server_default="queued"),
+    Column("billing_ref", String(64), nullable=False, server_default=""),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "status IN ('queued', 'submitted', 'accepted', 'in_progress', 'done', 'rejected', "
+        "'failed')",
+        name="status_known",
+    ),
+)
+Index("ix_work_orders_due", work_orders.c.status, work_orders.c.next_attempt_at)
+Index("ix_work_orders_account", work_orders.c.biller, work_orders.c.account,
+      work_orders.c.created_at)
+
+# The built-in ledger's side of work orders: exactly one row per ticket number.
+ledger_work_orders = Table(
+    "ledger_work_orders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ticket_no", String(32), nullable=False, unique=True),
+    Column("biller", String(8), nullable=False),
+    Column("account", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("contact_phone", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("status IN ('accepted', 'in_progress', 'done', 'rejected')",
+                    name="status_known"),
 )
 
 # The sandbox channel's own books: it plays an external payment platform, so it keeps

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, Engine
 
 from selfpay.adapters.db import payment_repositories as pay_repos
 from selfpay.adapters.db import repositories as repos
+from selfpay.adapters.db import work_order_repositories as wo_repos
 from selfpay.adapters.db.engine import READ_ONLY
 from selfpay.services.ports import (
     AccountRepository,
@@ -16,6 +17,7 @@ from selfpay.services.ports import (
     BillRepository,
     ImportRunRepository,
     LedgerPaymentRepository,
+    LedgerWorkOrderRepository,
     MessageOutbox,
     NotificationLog,
     OrderRepository,
@@ -24,6 +26,7 @@ from selfpay.services.ports import (
     QrBatchRepository,
     SmsCodeRepository,
     UserRepository,
+    WorkOrderRepository,
 )
 
 
@@ -57,6 +60,8 @@ class SqlAlchemyUnitOfWork:
     messages: MessageOutbox
     sms_codes: SmsCodeRepository
     payers: PayerAccounts
+    work_orders: WorkOrderRepository
+    ledger_work_orders: LedgerWorkOrderRepository
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -92,6 +97,8 @@ class SqlAlchemyUnitOfWork:
         self.messages = pay_repos.SqlAlchemyMessageOutbox(conn)
         self.sms_codes = pay_repos.SqlAlchemySmsCodeRepository(conn)
         self.payers = pay_repos.SqlAlchemyPayerAccounts(conn)
+        self.work_orders = wo_repos.SqlAlchemyWorkOrderRepository(conn)
+        self.ledger_work_orders = wo_repos.SqlAlchemyLedgerWorkOrderRepository(conn)
         return self
 
     def __exit__(self, *exc: Any) -> None:

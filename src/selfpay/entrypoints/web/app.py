@@ -19,10 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from selfpay.adapters.channels.sandbox_web import mount_sandbox
 from selfpay.adapters.worker_thread import WorkerThread
-from selfpay.bootstrap import Container, bootstrap
+from selfpay.bootstrap import Container, bootstrap, build_embedded_agent
 from selfpay.config import Settings, load_settings
 from selfpay.domain.errors import InvalidInput, NotFound
-from selfpay.entrypoints.web import admin, api, auth, public
+from selfpay.entrypoints.web import admin, api, auth, public, work_orders
 from selfpay.entrypoints.web.deps import Forbidden, LoginRequired, render
 from selfpay.entrypoints.web.i18n import LocaleMiddleware, pick_lang, request_lang, translate
 from selfpay.entrypoints.web.templating import make_templates
@@ -115,6 +115,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # `selfpay demo`: the intranet agent in this process, over the embedded queue.
+        agent = build_embedded_agent(built)
+        if agent is not None:
+            await anyio.to_thread.run_sync(agent.start)
         # The payments worker (posting, reconcile, messages): several instances may
         # each run one (SKIP LOCKED claims, idempotent posting).
         worker = None
@@ -130,6 +134,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             app.state.worker = None
             if worker is not None:
                 await anyio.to_thread.run_sync(worker.stop)
+            if agent is not None:
+                await anyio.to_thread.run_sync(agent.stop)
             if owns_container:
                 built.close()
 
@@ -155,6 +161,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(public.router)
+    app.include_router(work_orders.router)  # its lifespan runs the work-order worker
     app.include_router(api.router)
     mount_sandbox(app, container.channels, run_worker=settings.run_worker)
 

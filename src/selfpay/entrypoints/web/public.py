@@ -29,6 +29,7 @@ from selfpay.entrypoints.web.pay import (
 )
 from selfpay.entrypoints.web.pay import router as pay_router
 from selfpay.entrypoints.web.receipt import router as receipt_router
+from selfpay.entrypoints.web.work_orders import my_tickets, services_of
 from selfpay.services.ports import BillingSystemError
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,9 @@ def code_page(request: Request, biller: str, account: str, tag: str,
         "t": pay_strings(request_lang(request)),
     }
     return _page(request, "public/account.html", {
-        **base, "summary": summary, "bills": bills, "in_flight": len(in_flight),
+        **base, "services": services_of(container, lang, ref.biller, ref.account, tag),
+        "tickets": my_tickets(container, request, ref.biller, ref.account),
+        "summary": summary, "bills": bills, "in_flight": len(in_flight),
         "total_fen": sum(b.outstanding_fen for b in bills),
         "can_pay": bool(bills) and bool(channels), "config": json.dumps(config),
     }, 200)

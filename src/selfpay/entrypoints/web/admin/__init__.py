@@ -6,16 +6,19 @@ from selfpay.entrypoints.web.admin import (
     audit,
     batch,
     dashboard,
+    dead_letters,
     imports,
     lists,
     messages,
     orders,
     qr,
     users,
+    work_orders,
 )
 
 router = APIRouter()
-for module in (dashboard, qr, batch, lists, orders, messages, imports, audit, users):
+for module in (dashboard, qr, batch, lists, orders, dead_letters, work_orders, messages,
+               imports, audit, users):
     router.include_router(module.router)
 
 __all__ = ["batch", "router"]

@@ -35,6 +35,8 @@ class PaymentHealth:
     stuck: list[Posting]
     stuck_total: int
     pending_postings: int
+    dead: list[Posting]
+    dead_total: int
 
 
 def payment_health(container: Container, now: dt.datetime) -> PaymentHealth:
@@ -53,10 +55,12 @@ def payment_health(container: Container, now: dt.datetime) -> PaymentHealth:
     with container.uow_factory() as uow:
         stuck = uow.postings.list(status=STUCK, limit=10)
         pending = uow.postings.list(status="pending", limit=1).total
+        dead = uow.postings.list(status="dead", limit=10)
     return PaymentHealth(
         by_status=by_status, total=sum(by_status.values()),
         success_rate=(ok / settled) if settled else None,
         stuck=stuck.items, stuck_total=stuck.total, pending_postings=pending,
+        dead=dead.items, dead_total=dead.total,
     )
 
 
