@@ -158,7 +158,18 @@ EOF
 amq_start() {
   if pid=$(amq_pid); then log "ActiveMQ already running (pid $pid)"; return 0; fi
   if port_open "$STOMP_PORT"; then
-    log "port $STOMP_PORT is taken by another process; not starting ActiveMQ"; return 1
+    # A test broker left running by another checkout of this project (its credentials
+    # and keys live in that checkout): stop it and start ours. Anything else: refuse.
+    local stale
+    stale=$(pgrep -f -- "-Dactivemq.base=.*/activemq .*xbean:file:.*/activemq/conf/activemq.xml" \
+            | grep -v "^$$\$" || true)
+    if [ -z "$stale" ]; then
+      log "port $STOMP_PORT is taken by another process; not starting ActiveMQ"; return 1
+    fi
+    log "stopping a test ActiveMQ of another checkout (pid $stale)"
+    kill $stale 2>/dev/null || true
+    for _ in $(seq 1 150); do port_open "$STOMP_PORT" || break; sleep 0.1; done
+    if port_open "$STOMP_PORT"; then kill -9 $stale 2>/dev/null || true; sleep 1; fi
   fi
   amq_install
   amq_secrets
