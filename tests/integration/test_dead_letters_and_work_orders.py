@@ -288,3 +288,42 @@ def test_without_a_work_order_desk_tickets_wait_in_the_outbox(desk: Desk) -> Non
     order = report(service)
     assert service.run_round() == {"submitted": 0, "updated": 0}
     assert service.get(order.ticket_no).status == "queued"
+
+
+
+class _NoPayments:
+    """Only the work-order step of the round is under test here."""
+
+    def dispatch_postings(self, *, limit: int) -> int:
+        return 0
+
+    def reconcile_pending(self) -> int:
+        return 0
+
+    def deliver_messages(self, notifier: object, *, limit: int) -> int:
+        return 0
+
+
+def test_the_one_worker_round_sends_work_orders_beside_the_payments(desk: Desk) -> None:
+    from selfpay.services.worker import run_once
+
+    service = desk.service()
+    order = report(service)
+    counts = run_once(_NoPayments(), None, work_orders=service)  # type: ignore[arg-type]
+    assert counts["submitted"] == 1 and service.get(order.ticket_no).status == "accepted"
+    assert run_once(_NoPayments(), None)["submitted"] == 0  # type: ignore[arg-type]
+
+
+def test_a_failing_work_order_step_does_not_stop_the_posting_step(desk: Desk) -> None:
+    from selfpay.services.worker import run_once
+
+    class Broken:
+        def run_round(self, limit: int) -> dict[str, int]:
+            raise RuntimeError("work-order table locked")
+
+    class Posting(_NoPayments):
+        def dispatch_postings(self, *, limit: int) -> int:
+            return 3
+
+    counts = run_once(Posting(), None, work_orders=Broken())  # type: ignore[arg-type]
+    assert counts["posted"] == 3 and counts["submitted"] == 0

@@ -1,4 +1,5 @@
-"""Runs services.worker.run_once on a background thread of a web instance."""
+"""Runs services.worker.run_once on a background thread of a web instance: one thread
+for postings, reconciliation, messages and work orders."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from selfpay.services.payments import Payments
 from selfpay.services.ports import Notifier
 from selfpay.services.work_orders import WorkOrders
-from selfpay.services.worker import run_once, run_work_orders_once
+from selfpay.services.worker import run_once
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +21,13 @@ class WorkerThread:
     until stop(). wake() starts the next round at once, e.g. right after a payment
     notification, so that posting does not wait for the interval."""
 
-    def __init__(self, payments: Payments, notifier: Notifier, *, interval_s: float = 1.0,
+    def __init__(self, payments: Payments, notifier: Notifier, *,
+                 work_orders: WorkOrders | None = None, interval_s: float = 1.0,
                  reconcile_interval_s: float = 15.0, name: str = "selfpay-worker",
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._payments = payments
         self._notifier = notifier
+        self._work_orders = work_orders
         self._interval = interval_s
         self._reconcile_interval = reconcile_interval_s
         self._name = name
@@ -70,47 +73,13 @@ class WorkerThread:
             if reconcile:
                 next_reconcile = self._monotonic() + self._reconcile_interval
             try:
-                counts = run_once(self._payments, self._notifier, reconcile=reconcile)
+                counts = run_once(self._payments, self._notifier,
+                                  work_orders=self._work_orders, reconcile=reconcile)
             except Exception:  # noqa: BLE001 - run_once isolates its steps; belt and braces
                 log.exception("worker round failed")
                 counts = {}
             self.rounds += 1
-            if counts.get("posted", 0) >= 20 or counts.get("messages", 0) >= 20:
+            if max(counts.values(), default=0) >= 20:
                 continue  # more may be waiting: go on at once
             self._wake.wait(self._interval)
             self._wake.clear()  # a wake() during the round above has been served now
-
-
-class WorkOrderThread:
-    """Runs the work-order outbox (submit due tickets, poll open ones for news) every
-    `interval_s` seconds until stop(); wake() right after a customer reported one."""
-
-    def __init__(self, work_orders: WorkOrders, *, interval_s: float = 2.0,
-                 name: str = "selfpay-work-orders") -> None:
-        self._work_orders = work_orders
-        self._interval = interval_s
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.rounds = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            counts = run_work_orders_once(self._work_orders)
-            self.rounds += 1
-            if sum(counts.values()) >= 20:
-                continue  # more may be waiting
-            self._wake.wait(self._interval)
-            self._wake.clear()

@@ -1,7 +1,8 @@
 """The background work of a web instance: post paid orders, ask channels about silent
-orders, deliver messages. Several instances may run it at once: postings are claimed
-(FOR UPDATE SKIP LOCKED on PostgreSQL, then a lease), and posting is idempotent by
-payment id in the billing system, so a race only repeats a harmless call."""
+orders, deliver messages, send work orders and fetch their news. Several instances may
+run it at once: postings and tickets are claimed (FOR UPDATE SKIP LOCKED on PostgreSQL,
+then a lease), and both are idempotent in the billing system (by payment id, by ticket
+number), so a race only repeats a harmless call."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from selfpay.services.work_orders import WorkOrders
 log = logging.getLogger(__name__)
 
 
-def run_once(payments: Payments, notifier: Notifier, *, reconcile: bool = True,
+def run_once(payments: Payments, notifier: Notifier, *,
+             work_orders: WorkOrders | None = None, reconcile: bool = True,
              limit: int = 20) -> dict[str, int]:
-    """One round; returns how many postings, reconciled orders and messages it handled.
-    A failing step is logged and does not keep the others from running."""
-    counts = {"posted": 0, "reconciled": 0, "messages": 0}
+    """One round; returns how many postings, reconciled orders, messages and work orders
+    it handled. A failing step is logged and does not keep the others from running."""
+    counts = {"posted": 0, "reconciled": 0, "messages": 0, "submitted": 0, "updated": 0}
     try:
         counts["posted"] = payments.dispatch_postings(limit=limit)
     except Exception:  # noqa: BLE001 - isolated: the next round tries again
@@ -32,13 +34,9 @@ def run_once(payments: Payments, notifier: Notifier, *, reconcile: bool = True,
         counts["messages"] = payments.deliver_messages(notifier, limit=limit)
     except Exception:  # noqa: BLE001
         log.exception("message round failed")
+    if work_orders is not None:
+        try:
+            counts.update(work_orders.run_round(limit))
+        except Exception:  # noqa: BLE001
+            log.exception("work order round failed")
     return counts
-
-
-def run_work_orders_once(work_orders: WorkOrders, *, limit: int = 20) -> dict[str, int]:
-    """One round of the work-order outbox: submit due tickets, poll open ones."""
-    try:
-        return work_orders.run_round(limit)
-    except Exception:  # noqa: BLE001 - isolated: the next round tries again
-        log.exception("work order round failed")
-        return {"submitted": 0, "updated": 0}

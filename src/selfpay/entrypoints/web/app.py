@@ -124,6 +124,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         worker = None
         if settings.run_worker:
             worker = WorkerThread(built.payments, built.notifier,
+                                  work_orders=(built.work_orders if built.work_orders.enabled
+                                               else None),
                                   interval_s=settings.worker_interval_s,
                                   reconcile_interval_s=settings.reconcile_interval_s)
             worker.start()
@@ -161,7 +163,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(public.router)
-    app.include_router(work_orders.router)  # its lifespan runs the work-order worker
+    app.include_router(work_orders.router)
     app.include_router(api.router)
     mount_sandbox(app, container.channels, run_worker=settings.run_worker)
 

@@ -23,24 +23,21 @@ Which tickets a browser may list: only those it created, whose numbers it keeps 
 signed cookie (`selfpay_tickets`); a ticket page shows the description only to that
 browser, and phones are always masked.
 
-The router's lifespan runs the work-order worker thread (when SELFPAY_RUN_WORKER).
+The app's worker thread sends them and fetches their news (when SELFPAY_RUN_WORKER).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import anyio.to_thread
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
-from selfpay.adapters.worker_thread import WorkOrderThread
+from selfpay.adapters.worker_thread import WorkerThread
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import mask_phone
 from selfpay.domain.errors import InvalidCode, InvalidInput
@@ -62,24 +59,7 @@ TOKEN_MAX_AGE_S = 2 * 3600
 MAX_TICKETS = 20  # a browser remembers its newest reports
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    container: Container = app.state.container
-    thread = None
-    if container.settings.run_worker and container.work_orders.enabled:
-        thread = WorkOrderThread(container.work_orders,
-                                 interval_s=max(container.settings.worker_interval_s, 1.0))
-        thread.start()
-    app.state.work_order_worker = thread
-    try:
-        yield
-    finally:
-        app.state.work_order_worker = None
-        if thread is not None:
-            await anyio.to_thread.run_sync(thread.stop)
-
-
-router = APIRouter(include_in_schema=False, lifespan=_lifespan)
+router = APIRouter(include_in_schema=False)
 
 
 # --- labels -----------------------------------------------------------------------------
@@ -318,7 +298,7 @@ def report_work_order(
                      status=400, errors={"description": translate(lang, "wo.bad_description")},
                      **values)
     limiter.failed(key, ip)  # counts reports, not failures
-    worker: WorkOrderThread | None = getattr(request.app.state, "work_order_worker", None)
+    worker: WorkerThread | None = getattr(request.app.state, "worker", None)
     if worker is not None:
         worker.wake()
     response = RedirectResponse(f"/workorders/{order.ticket_no}", status_code=303)

@@ -92,7 +92,7 @@ def set_billing_status(
     record_audit(container, request, actor=user.username, action="work_order.billing_status",
                  target=ticket_no, detail={"status": status})
     container.work_orders.nudge(ticket_no)  # ask for the news at the next round
-    worker = getattr(request.app.state, "work_order_worker", None)
+    worker = getattr(request.app.state, "worker", None)
     if worker is not None:
         worker.wake()
     flash(request, translate(lang, "wo.admin.moved", ticket_no=ticket_no,
