@@ -132,7 +132,7 @@ def test_wrong_password_is_refused_and_audited(site: Site) -> None:
     assert "用户名或密码错误" in r.text
     assert client.get("/admin", follow_redirects=False).status_code == 303
     assert ("auditor", "", {}) in audit_actions(site, "user.login.failed")
-    site.app.state.login_limiter.succeeded("auditor", "testclient")
+    site.app.state.login_limiter.reset("auditor", "testclient")
 
 
 def test_login_attempts_are_rate_limited(site: Site) -> None:

@@ -22,6 +22,7 @@ from selfpay.domain.accounts import Account, Bill, Biller
 from selfpay.domain.orders import Order, OrderEvent, new_order_no
 from selfpay.domain.qrcodes import make_payload
 from selfpay.entrypoints.web.app import create_app
+from selfpay.entrypoints.web.auth import RateLimiter
 from selfpay.services import users
 from selfpay.services.ports import Posting
 
@@ -75,7 +76,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def fresh_rate_limits(site: Site) -> None:
     """Every TestClient comes from the same address: each test starts with no reports
     counted against it."""
-    site.app.state.work_order_limiter = None
+    site.app.state.work_order_limiter = RateLimiter(
+        limit=site.container.settings.work_orders_per_ip_per_hour, window_s=3600)
 
 
 def staff(site: Site, role: str) -> TestClient:

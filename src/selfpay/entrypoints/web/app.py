@@ -22,7 +22,7 @@ from selfpay.adapters.worker_thread import WorkerThread
 from selfpay.bootstrap import Container, bootstrap, build_embedded_agent
 from selfpay.config import Settings, load_settings
 from selfpay.domain.errors import InvalidInput, NotFound
-from selfpay.entrypoints.web import admin, api, auth, public, work_orders
+from selfpay.entrypoints.web import admin, api, auth, lookup, public, work_orders
 from selfpay.entrypoints.web.deps import Forbidden, LoginRequired, render
 from selfpay.entrypoints.web.i18n import LocaleMiddleware, pick_lang, request_lang, translate
 from selfpay.entrypoints.web.templating import make_templates
@@ -145,7 +145,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                   lifespan=lifespan)
     app.state.container = container
     app.state.templates = make_templates(settings.timezone)
-    app.state.login_limiter = auth.LoginLimiter()
+    app.state.login_limiter = auth.RateLimiter(limit=5, window_s=300)
+    app.state.sms_limiter = auth.RateLimiter(limit=lookup.SENDS_PER_IP_PER_HOUR, window_s=3600)
+    app.state.work_order_limiter = auth.RateLimiter(
+        limit=settings.work_orders_per_ip_per_hour, window_s=3600)
     app.state.jobs = admin.batch.JobRegistry()
 
     app.add_middleware(LocaleMiddleware, default=settings.locale)

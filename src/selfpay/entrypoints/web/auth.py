@@ -28,44 +28,45 @@ from selfpay.services import audit, users
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 
-class LoginLimiter:
-    """At most `limit` failed logins per (username, IP) in `window_s` seconds, in memory.
+class RateLimiter:
+    """At most `limit` events per (key, IP) in `window_s` seconds, in memory: failed
+    logins, SMS codes sent, work orders reported.
 
     Per process: behind a load balancer each instance counts on its own, which still
-    caps guessing at a small multiple of the limit."""
+    caps abuse at a small multiple of the limit."""
 
     def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
         self.limit = limit
         self.window_s = window_s
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._events: dict[tuple[str, str], deque[float]] = {}
         self._lock = threading.Lock()
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
+        q = self._events.setdefault(key, deque())
         while q and now - q[0] > self.window_s:
             q.popleft()
         return q
 
-    def retry_after(self, username: str, ip: str) -> int:
+    def retry_after(self, key: str, ip: str) -> int:
         """Seconds until another attempt is allowed; 0 when allowed now."""
         now = time.monotonic()
         with self._lock:
-            q = self._recent((username.lower(), ip), now)
+            q = self._recent((key.lower(), ip), now)
             if len(q) < self.limit:
                 return 0
             return max(1, int(self.window_s - (now - q[0])) + 1)
 
-    def failed(self, username: str, ip: str) -> None:
+    def record(self, key: str, ip: str) -> None:
         now = time.monotonic()
         with self._lock:
-            self._recent((username.lower(), ip), now).append(now)
-            if len(self._failures) > 10_000:  # bound memory under a spray of names
-                for key in [k for k, q in self._failures.items() if not q]:
-                    del self._failures[key]
+            self._recent((key.lower(), ip), now).append(now)
+            if len(self._events) > 10_000:  # bound memory under a spray of names
+                for empty in [k for k, q in self._events.items() if not q]:
+                    del self._events[empty]
 
-    def succeeded(self, username: str, ip: str) -> None:
+    def reset(self, key: str, ip: str) -> None:
         with self._lock:
-            self._failures.pop((username.lower(), ip), None)
+            self._events.pop((key.lower(), ip), None)
 
 
 def new_token() -> str:
@@ -121,7 +122,7 @@ def login(
     next: Annotated[str, Form()] = "/admin",
 ) -> Response:
     lang = request_lang(request)
-    limiter: LoginLimiter = request.app.state.login_limiter
+    limiter: RateLimiter = request.app.state.login_limiter
     ip = client_ip(request)
     username = username.strip()
     next_url = _safe_next(next)
@@ -135,13 +136,13 @@ def login(
         )
     user = users.authenticate(container.uow_factory(), container.hasher, username, password)
     if user is None:
-        limiter.failed(username, ip)
+        limiter.record(username, ip)
         record_audit(container, request, actor=username or "-", action="user.login.failed")
         return _login_page(
             request, next_url=next_url, username=username, status=401,
             error=translate(lang, "login.failed"),
         )
-    limiter.succeeded(username, ip)
+    limiter.reset(username, ip)
     # A new session on every sign-in: nothing planted before login survives it.
     request.session.clear()
     request.session.update(

@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import mask_name, mask_phone, normalize_account, normalize_biller
 from selfpay.domain.errors import InvalidInput
-from selfpay.entrypoints.web.auth import LoginLimiter
+from selfpay.entrypoints.web.auth import RateLimiter
 from selfpay.entrypoints.web.deps import ContainerDep, client_ip, render
 from selfpay.entrypoints.web.i18n import request_lang, translate
 from selfpay.entrypoints.web.pay import PRIVATE, code_path
@@ -53,11 +53,8 @@ def _secret(container: Container) -> bytes:
     return container.settings.secret_key.get_secret_value().encode()
 
 
-def _send_limiter(request: Request) -> LoginLimiter:
-    limiter: LoginLimiter | None = getattr(request.app.state, "sms_limiter", None)
-    if limiter is None:
-        limiter = LoginLimiter(limit=SENDS_PER_IP_PER_HOUR, window_s=3600)
-        request.app.state.sms_limiter = limiter
+def _send_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.sms_limiter
     return limiter
 
 
@@ -131,7 +128,7 @@ def send_code(request: Request, container: ContainerDep,
         # A code is on its way already: same page, and say when another may be sent.
         return _code_form(request, number, notice=translate(
             lang, "lookup.throttled", seconds=exc.retry_after_s))
-    limiter.failed("sms", ip)  # counts sends, not failures
+    limiter.record("sms", ip)
     return _code_form(request, number, notice=translate(
         lang, "lookup.sent", minutes=int(r.ttl.total_seconds() // 60)))
 

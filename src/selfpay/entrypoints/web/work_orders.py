@@ -43,7 +43,7 @@ from selfpay.domain.accounts import mask_phone
 from selfpay.domain.errors import InvalidCode, InvalidInput
 from selfpay.domain.qrcodes import verify_parts
 from selfpay.domain.work_orders import WorkOrderKind, is_ticket_no
-from selfpay.entrypoints.web.auth import LoginLimiter
+from selfpay.entrypoints.web.auth import RateLimiter
 from selfpay.entrypoints.web.deps import ContainerDep, client_ip
 from selfpay.entrypoints.web.i18n import catalog, request_lang, translate
 from selfpay.entrypoints.web.pay import code_path, private_page
@@ -177,12 +177,8 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _limiter(request: Request, container: Container) -> LoginLimiter:
-    limiter: LoginLimiter | None = getattr(request.app.state, "work_order_limiter", None)
-    if limiter is None:
-        limiter = LoginLimiter(limit=container.settings.work_orders_per_ip_per_hour,
-                               window_s=3600)
-        request.app.state.work_order_limiter = limiter
+def _limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.work_order_limiter
     return limiter
 
 
@@ -274,7 +270,7 @@ def report_work_order(
         return _form(request, container, biller=code, account=number, tag=tag, kind=chosen,
                      status=403, description=description, phone=phone,
                      error=translate(lang, "wo.form_expired"))
-    limiter = _limiter(request, container)
+    limiter = _limiter(request)
     key, ip = f"{code}/{number}", client_ip(request)
     values = {"description": description, "phone": phone}
     wait = limiter.retry_after(key, ip)
@@ -297,7 +293,7 @@ def report_work_order(
         return _form(request, container, biller=code, account=number, tag=tag, kind=chosen,
                      status=400, errors={"description": translate(lang, "wo.bad_description")},
                      **values)
-    limiter.failed(key, ip)  # counts reports, not failures
+    limiter.record(key, ip)
     worker: WorkerThread | None = getattr(request.app.state, "worker", None)
     if worker is not None:
         worker.wake()
