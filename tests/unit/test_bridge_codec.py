@@ -57,6 +57,11 @@ def test_an_amount_that_is_not_integer_fen_is_refused(amount):
     b'{"v": 1, "type": "request", "kind": "ping", "message_id": "m", "reply_to": "q"}',
     b'{"v": 1, "type": "reply", "kind": "ping", "message_id": "m", "correlation_id": "c",'
     b' "ok": true}',
+    # not JSON, though Python's json module reads it: a deadline that never passes
+    b'{"v": 1, "type": "request", "kind": "ping", "message_id": "m", "reply_to": "q",'
+    b' "deadline": Infinity}',
+    b'{"v": 1, "type": "request", "kind": "ping", "message_id": "m", "reply_to": "q",'
+    b' "deadline": NaN}',
 ])
 def test_a_malformed_request_is_a_codec_error(body):
     with pytest.raises(codec.CodecError):
