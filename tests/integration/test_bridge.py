@@ -230,6 +230,32 @@ def test_replies_find_their_own_requester_with_several_instances_and_agents(
     assert sum(c.requester.late_replies for c in clients) == 0
 
 
+def test_an_async_billing_adapter_is_awaited_on_the_agents_loop(bridge: Bridge, ledger,
+                                                                uow_factory) -> None:
+    ran_on: set[str] = set()
+
+    class AsyncLedger:  # an AsyncBillingSystem, as the HTTP adapter's async twin is
+        async def account_summary(self, biller, account):
+            ran_on.add(threading.current_thread().name)
+            await asyncio.sleep(0)
+            return ledger.account_summary(biller, account)
+
+        async def post_payment(self, posting):
+            ran_on.add(threading.current_thread().name)
+            return ledger.post_payment(posting)
+
+    runner = bridge.agent(AsyncLedger())
+    client = bridge.client()
+    assert client.account_summary(*ACCOUNT).total_due_fen == 15050
+    assert not client.post_payment(_posting("P-async", 15050)).duplicate
+    assert client.post_payment(_posting("P-async", 15050)).duplicate
+    with pytest.raises(AccountNotFound):
+        client.account_summary("ELEC", "404")
+    assert _ledger_payments(uow_factory, "P-async") == 1
+    assert runner.agent is not None and runner.agent.awaits_billing
+    assert ran_on == {"test-agent"}  # the agent's loop thread: no worker thread hop
+
+
 # --- outages ---------------------------------------------------------------------------
 
 def test_a_query_times_out_quickly_and_the_cache_covers_a_short_outage(

@@ -3,16 +3,18 @@ implements the documented contract on top of the built-in ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from pydantic import SecretStr
 
 from selfpay.adapters.billing import http_json
 from selfpay.adapters.billing.ledger import LedgerBillingSystem
-from selfpay.adapters.bridge import codec, load_billing_adapter
+from selfpay.adapters.bridge import codec, load_agent_billing_adapter, load_billing_adapter
 from selfpay.config import Settings
 from selfpay.domain.accounts import PaymentPosting
 from selfpay.domain.errors import AccountNotFound
@@ -107,3 +109,41 @@ def test_a_wrong_token_or_a_dead_service_is_billing_unavailable(service, tmp_pat
     finally:
         bad.close()
         dead.close()
+
+
+def test_an_agent_gets_the_async_http_adapter_and_it_keeps_the_contract(service,
+                                                                        tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path, billing="http", billing_http_url=service,
+                        billing_http_token="s3cret")  # type: ignore[arg-type]
+    billing = load_agent_billing_adapter(settings)
+    assert isinstance(billing, http_json.AsyncHttpJsonBillingSystem)
+    bad = http_json.build_async(settings.model_copy(
+        update={"billing_http_token": SecretStr("wrong")}))
+    dead = http_json.build_async(settings.model_copy(
+        update={"billing_http_url": "http://127.0.0.1:9", "billing_http_timeout_s": 1}))
+
+    async def scenario() -> None:
+        try:
+            assert (await billing.account_summary("ELEC", "0012345678")).total_due_fen == 15050
+            with pytest.raises(AccountNotFound):
+                await billing.account_summary("ELEC", "404")
+            posting = PaymentPosting("HA-1", "ELEC", "0012345678", 10000)
+            assert not (await billing.post_payment(posting)).duplicate
+            assert (await billing.post_payment(posting)).duplicate
+            with pytest.raises(PaymentIdConflict):
+                await billing.post_payment(PaymentPosting("HA-1", "ELEC", "0012345678", 1))
+            with pytest.raises(BillingSystemError, match="HTTP 401"):
+                await bad.account_summary("ELEC", "0012345678")
+            with pytest.raises(BillingSystemError, match="unreachable"):
+                await dead.account_summary("ELEC", "0012345678")
+        finally:
+            for b in (billing, bad, dead):
+                await b.aclose()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_an_adapter_without_an_async_twin_is_the_blocking_one(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path, billing="ledger")  # type: ignore[arg-type]
+    billing = load_agent_billing_adapter(settings)
+    assert isinstance(billing, LedgerBillingSystem)

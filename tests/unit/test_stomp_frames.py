@@ -19,12 +19,14 @@ STREAM = b"".join([
     b"MESSAGE\nsubscription:1\nmessage-id:ID\\cbox-1\\c2\ndestination:/queue/a\n"
     b"content-length:" + str(len(BODY)).encode() + b"\ncorrelation-id:abc\n\n" + BODY + b"\x00",
     b"\r\n",  # heartbeat with CR
-    b"MESSAGE\r\nsubscription:1\r\nmessage-id:2\r\ndestination:/queue/a\r\nx:1\r\nx:2\r\n\r\n"
+    b"MESSAGE\r\nsubscription:1\r\nmessage-id:2\r\ndestination:/queue/a\r\nx:1\r\nx:2\r\nlast:z\r\n\r\n"
     b"no length\x00",
     b"RECEIPT\nreceipt-id:r-7\n\n\x00\n\n",
     b"MESSAGE\nsubscription:2\nmessage-id:3\ncontent-length:5\ndestination:/queue/b\n\n"
     b"a\x00b\x00c\x00",  # a NUL inside a body with a content-length
     b"BOGUS\nx:y\n\nignored\x00",
+    b"RECEIPT\r\nreceipt-id:crlf\r\n\r\n\x00",
+    "MESSAGE\nsubscription:3\nmessage-id:4\ndestination:/queue/\u961f\u5217\n\n\x00".encode(),
     b"ERROR\nmessage:bad\\nthing\n\nboom\x00",
 ])
 

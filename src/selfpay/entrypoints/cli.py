@@ -406,7 +406,7 @@ def agent(
     import logging
     import signal
 
-    from selfpay.adapters.bridge import build_transport_factory, load_billing_adapter
+    from selfpay.adapters.bridge import build_transport_factory, load_agent_billing_adapter
     from selfpay.adapters.bridge.agent import BridgeAgent
     from selfpay.services.bridge_ports import TransportError
 
@@ -421,7 +421,7 @@ def agent(
         from selfpay.adapters.db.migrate import upgrade
 
         upgrade(s.sqlalchemy_url)
-    billing = load_billing_adapter(s)
+    billing = load_agent_billing_adapter(s)
     factory = build_transport_factory(s)
 
     async def run() -> None:
@@ -429,12 +429,17 @@ def agent(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with factory() as transport:
-            if once:
-                out.print(f"connected; consuming {s.bridge_request_queue} would start here")
-                return
-            await BridgeAgent(transport, billing, request_queue=s.bridge_request_queue,
-                              prefetch=s.agent_prefetch, workers=s.agent_workers).run(stop)
+        try:
+            async with factory() as transport:
+                if once:
+                    out.print(f"connected; consuming {s.bridge_request_queue} would start here")
+                    return
+                await BridgeAgent(transport, billing, request_queue=s.bridge_request_queue,
+                                  prefetch=s.agent_prefetch, workers=s.agent_workers).run(stop)
+        finally:
+            aclose = getattr(billing, "aclose", None)  # an AsyncBillingSystem's client
+            if aclose is not None:
+                await aclose()
 
     try:
         asyncio.run(run())

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
+
+from selfpay.domain.accounts import AccountSummary, PaymentPosting, PostingResult
 
 
 class TransportError(Exception):
@@ -90,3 +92,16 @@ class Transport(Protocol):
         """Deliver messages of `queue` to `handler`, at most `prefetch` of them
         unacknowledged at a time, with client-individual acknowledgement."""
         ...
+
+
+@runtime_checkable
+class AsyncBillingSystem(Protocol):
+    """What an agent's billing adapter may be instead of a ports.BillingSystem: the
+    same methods (and, optionally, ports.WorkOrderDesk's) as coroutines, awaited on the
+    agent's event loop. A blocking adapter is called on worker threads instead, which
+    costs a thread hand-off per request (bench/bridge.py shows both). An adapter with
+    an `aclose()` coroutine is closed with it by `selfpay agent` when it stops."""
+
+    async def account_summary(self, biller: str, account: str) -> AccountSummary: ...
+
+    async def post_payment(self, posting: PaymentPosting) -> PostingResult: ...

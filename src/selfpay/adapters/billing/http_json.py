@@ -46,7 +46,56 @@ if TYPE_CHECKING:
     from selfpay.config import Settings
 
 
+def _answer(r: httpx.Response) -> dict[str, Any]:
+    """The document of a 200, the domain error of a 404/409/422 that names one, else
+    BillingSystemError (transient)."""
+    try:
+        doc = r.json()
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    if r.status_code == 200:
+        return doc
+    if r.status_code in (404, 409, 422) and isinstance(doc.get("error"), str):
+        codec.raise_error(doc["error"], str(doc.get("message", "")))
+    raise BillingSystemError(f"billing system answered HTTP {r.status_code}")
+
+
+def _unreachable(exc: httpx.HTTPError) -> BillingSystemError:
+    return BillingSystemError(f"billing system unreachable: {exc!r}")
+
+
+def _account_path(biller: str, account: str) -> str:
+    return f"/accounts/{quote(biller, safe='')}/{quote(account, safe='')}"
+
+
+def _summary(doc: dict[str, Any]) -> AccountSummary:
+    try:
+        return codec.summary_from_json(doc)
+    except codec.CodecError as exc:
+        raise BillingSystemError(f"billing system sent a bad account: {exc}") from exc
+
+
+def _result(doc: dict[str, Any]) -> PostingResult:
+    try:
+        return codec.result_from_json(doc)
+    except codec.CodecError as exc:
+        raise BillingSystemError(f"billing system sent a bad result: {exc}") from exc
+
+
+def _work_order_result(doc: dict[str, Any], ticket_no: str) -> WorkOrderResult:
+    try:
+        result = codec.work_order_result_from_json(doc)
+    except codec.CodecError as exc:
+        raise BillingSystemError(f"billing system sent a bad work order: {exc}") from exc
+    return result if result.ticket_no else replace(result, ticket_no=ticket_no)
+
+
 class HttpJsonBillingSystem:
+    """The contract over a blocking httpx.Client (the web tier without a bridge; an
+    agent uses AsyncHttpJsonBillingSystem)."""
+
     def __init__(self, client: httpx.Client) -> None:
         """`client` has base_url (and auth) set; it is owned and closed by close()."""
         self._client = client
@@ -55,59 +104,75 @@ class HttpJsonBillingSystem:
         try:
             r = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise BillingSystemError(f"billing system unreachable: {exc!r}") from exc
-        try:
-            doc = r.json()
-        except ValueError:
-            doc = {}
-        if not isinstance(doc, dict):
-            doc = {}
-        if r.status_code == 200:
-            return doc
-        if r.status_code in (404, 409, 422) and isinstance(doc.get("error"), str):
-            codec.raise_error(doc["error"], str(doc.get("message", "")))
-        raise BillingSystemError(f"billing system answered HTTP {r.status_code}")
+            raise _unreachable(exc) from exc
+        return _answer(r)
 
     def account_summary(self, biller: str, account: str) -> AccountSummary:
-        doc = self._request("GET", f"/accounts/{quote(biller, safe='')}/{quote(account, safe='')}")
-        try:
-            return codec.summary_from_json(doc)
-        except codec.CodecError as exc:
-            raise BillingSystemError(f"billing system sent a bad account: {exc}") from exc
+        return _summary(self._request("GET", _account_path(biller, account)))
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:
-        doc = self._request("POST", "/payments", json=codec.posting_to_json(posting))
-        try:
-            return codec.result_from_json(doc)
-        except codec.CodecError as exc:
-            raise BillingSystemError(f"billing system sent a bad result: {exc}") from exc
+        return _result(self._request("POST", "/payments", json=codec.posting_to_json(posting)))
 
     def submit_work_order(self, order: WorkOrderRequest) -> WorkOrderResult:
         doc = self._request("POST", "/work-orders", json=codec.work_order_to_json(order),
                             headers={"Idempotency-Key": order.ticket_no})
-        return self._work_order_result(doc, order.ticket_no)
+        return _work_order_result(doc, order.ticket_no)
 
     def work_order_status(self, ref: str) -> WorkOrderResult:
-        doc = self._request("GET", f"/work-orders/{quote(ref, safe='')}")
-        return self._work_order_result(doc, "")
-
-    @staticmethod
-    def _work_order_result(doc: dict[str, Any], ticket_no: str) -> WorkOrderResult:
-        try:
-            result = codec.work_order_result_from_json(doc)
-        except codec.CodecError as exc:
-            raise BillingSystemError(f"billing system sent a bad work order: {exc}") from exc
-        return result if result.ticket_no else replace(result, ticket_no=ticket_no)
+        return _work_order_result(self._request("GET", f"/work-orders/{quote(ref, safe='')}"), "")
 
     def close(self) -> None:
         self._client.close()
 
 
-def build(settings: Settings) -> HttpJsonBillingSystem:
+class AsyncHttpJsonBillingSystem:
+    """The same contract over httpx.AsyncClient, for the agent (entry point group
+    `selfpay.billing_async`): its calls run on the agent's event loop, so many can be
+    in flight without a worker thread each and without a thread hand-off per request."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        """`client` has base_url (and auth) set; it is owned and closed by aclose()."""
+        self._client = client
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            r = await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise _unreachable(exc) from exc
+        return _answer(r)
+
+    async def account_summary(self, biller: str, account: str) -> AccountSummary:
+        return _summary(await self._request("GET", _account_path(biller, account)))
+
+    async def post_payment(self, posting: PaymentPosting) -> PostingResult:
+        return _result(await self._request("POST", "/payments",
+                                           json=codec.posting_to_json(posting)))
+
+    async def submit_work_order(self, order: WorkOrderRequest) -> WorkOrderResult:
+        doc = await self._request("POST", "/work-orders", json=codec.work_order_to_json(order),
+                                  headers={"Idempotency-Key": order.ticket_no})
+        return _work_order_result(doc, order.ticket_no)
+
+    async def work_order_status(self, ref: str) -> WorkOrderResult:
+        return _work_order_result(
+            await self._request("GET", f"/work-orders/{quote(ref, safe='')}"), "")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _client_options(settings: Settings) -> dict[str, Any]:
     if not settings.billing_http_url:
         raise ValueError("SELFPAY_BILLING=http needs SELFPAY_BILLING_HTTP_URL")
     token = settings.billing_http_token.get_secret_value()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return HttpJsonBillingSystem(httpx.Client(
-        base_url=settings.billing_http_url.rstrip("/"), headers=headers,
-        timeout=settings.billing_http_timeout_s))
+    return {"base_url": settings.billing_http_url.rstrip("/"),
+            "headers": {"Authorization": f"Bearer {token}"} if token else {},
+            "timeout": settings.billing_http_timeout_s}
+
+
+def build(settings: Settings) -> HttpJsonBillingSystem:
+    return HttpJsonBillingSystem(httpx.Client(**_client_options(settings)))
+
+
+def build_async(settings: Settings) -> AsyncHttpJsonBillingSystem:
+    return AsyncHttpJsonBillingSystem(httpx.AsyncClient(**_client_options(settings)))

@@ -1,7 +1,7 @@
 """The DMZ/intranet bridge: codec, transports (embedded, STOMP), client and agent.
 
 `build_billing(settings)` is what the web tier's composition root calls;
-`build_transport` and `load_billing_adapter` are what `selfpay agent` calls.
+`build_transport_factory` and `load_agent_billing_adapter` are what `selfpay agent` calls.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from selfpay.config import Settings
-    from selfpay.services.bridge_ports import Transport
+    from selfpay.services.bridge_ports import AsyncBillingSystem, Transport
     from selfpay.services.ports import BillingSystem
 
 
@@ -73,3 +73,15 @@ def load_billing_adapter(settings: Settings) -> BillingSystem:
     build: Any = found[settings.billing].load()
     billing: BillingSystem = build(settings)
     return billing
+
+
+def load_agent_billing_adapter(settings: Settings) -> BillingSystem | AsyncBillingSystem:
+    """For the agent: an adapter of that name in entry point group
+    `selfpay.billing_async` (its coroutine methods run on the agent's event loop, with
+    no worker thread per call) wins over the blocking one of `selfpay.billing`."""
+    found = {ep.name: ep for ep in entry_points(group="selfpay.billing_async")}
+    if settings.billing in found:
+        build: Any = found[settings.billing].load()
+        billing: AsyncBillingSystem = build(settings)
+        return billing
+    return load_billing_adapter(settings)

@@ -2,7 +2,8 @@
 
 For each request: drop it if its deadline has passed (its caller gave up and will
 retry); answer a redelivered request id from the small store of recent replies;
-otherwise call the BillingSystem adapter in a worker thread, send the reply to the
+otherwise call the billing adapter (awaited on the loop when it is an
+AsyncBillingSystem, else in a worker thread), send the reply to the
 request's reply queue (persistent and confirmed for postings and work orders) and
 only then ACK. A crash anywhere before the ACK means redelivery, and post_payment is
 idempotent by payment id, so a posting is applied once.
@@ -16,17 +17,23 @@ for staff and ACKed.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from selfpay.adapters.bridge import codec
 from selfpay.adapters.bridge.blocking import BlockingCalls
 from selfpay.adapters.bridge.client import COMMANDS, REQUEST_QUEUE
-from selfpay.services.bridge_ports import Delivery, Transport, TransportError
+from selfpay.services.bridge_ports import (
+    AsyncBillingSystem,
+    Delivery,
+    Transport,
+    TransportError,
+)
 from selfpay.services.ports import BillingSystem, WorkOrderDesk
 
 log = logging.getLogger(__name__)
@@ -61,7 +68,7 @@ class BridgeAgent:
     def __init__(
         self,
         transport: Transport,
-        billing: BillingSystem,
+        billing: BillingSystem | AsyncBillingSystem,
         *,
         request_queue: str = REQUEST_QUEUE,
         prefetch: int = 8,
@@ -70,6 +77,7 @@ class BridgeAgent:
     ) -> None:
         self.transport = transport
         self.billing = billing
+        self.awaits_billing = inspect.iscoroutinefunction(billing.account_summary)
         self.request_queue = request_queue
         self.prefetch = prefetch
         self._calls = BlockingCalls(workers, name="selfpay-agent")
@@ -130,7 +138,10 @@ class BridgeAgent:
 
     async def _answer(self, request: codec.Request) -> codec.Reply:
         try:
-            payload = await self._calls.run(self._call_billing, request)
+            if self.awaits_billing:
+                payload = await self._call_billing_async(request)
+            else:
+                payload = await self._calls.run(self._call_billing, request)
         except codec.CodecError as exc:
             return codec.Reply(request.kind, request.message_id, ok=False,
                                error_code="bad_request", error_message=str(exc))
@@ -145,25 +156,37 @@ class BridgeAgent:
         return codec.Reply(request.kind, request.message_id, ok=True, payload=payload)
 
     def _call_billing(self, request: codec.Request) -> dict[str, Any]:
+        """A blocking adapter's answer (on a worker thread)."""
+        result, to_json = self._dispatch(request)
+        return to_json(result)
+
+    async def _call_billing_async(self, request: codec.Request) -> dict[str, Any]:
+        """An AsyncBillingSystem's answer (on the loop)."""
+        result, to_json = self._dispatch(request)
+        return to_json(await result if inspect.isawaitable(result) else result)
+
+    def _dispatch(self, request: codec.Request) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
+        """Call the adapter method for `request`: its result (a coroutine for an
+        AsyncBillingSystem) and how to put that result into JSON."""
         p = request.payload
+        billing = cast(Any, self.billing)  # the methods are the same, sync or async
         match request.kind:
             case "ping":
-                return {"at": self._clock()}
+                return {"at": self._clock()}, dict
             case "account_summary":
-                return codec.summary_to_json(
-                    self.billing.account_summary(str(p["biller"]), str(p["account"])))
+                return (billing.account_summary(str(p["biller"]), str(p["account"])),
+                        codec.summary_to_json)
             case "post_payment":
-                return codec.result_to_json(
-                    self.billing.post_payment(codec.posting_from_json(p)))
+                return billing.post_payment(codec.posting_from_json(p)), codec.result_to_json
             case "submit_work_order" | "work_order_status":
                 # an optional capability of the billing adapter (ports.WorkOrderDesk)
-                if not isinstance(self.billing, WorkOrderDesk):
+                if not isinstance(billing, WorkOrderDesk):
                     raise codec.CodecError("this billing system takes no work orders")
                 if request.kind == "work_order_status":
-                    result = self.billing.work_order_status(str(p["ref"]))
-                else:
-                    result = self.billing.submit_work_order(codec.work_order_from_json(p))
-                return codec.work_order_result_to_json(result)
+                    return (billing.work_order_status(str(p["ref"])),
+                            codec.work_order_result_to_json)
+                return (billing.submit_work_order(codec.work_order_from_json(p)),
+                        codec.work_order_result_to_json)
         raise codec.CodecError(f"unknown kind {request.kind}")
 
     async def _send_reply(self, request: codec.Request, reply: codec.Reply) -> bool:

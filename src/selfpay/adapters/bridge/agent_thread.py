@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from selfpay.adapters.bridge.agent import BridgeAgent
 from selfpay.adapters.bridge.client import REQUEST_QUEUE, LoopThread
-from selfpay.services.bridge_ports import Transport
+from selfpay.services.bridge_ports import AsyncBillingSystem, Transport
 from selfpay.services.ports import BillingSystem
 
 if TYPE_CHECKING:
@@ -32,7 +32,8 @@ class AgentThread:
     """Connects with a fresh transport from `transport_factory` and consumes until stop().
     A broker that cannot be reached at start is retried every `reconnect_s`."""
 
-    def __init__(self, transport_factory: Callable[[], Transport], billing: BillingSystem, *,
+    def __init__(self, transport_factory: Callable[[], Transport],
+                 billing: BillingSystem | AsyncBillingSystem, *,
                  request_queue: str = REQUEST_QUEUE, prefetch: int = 8, workers: int = 4,
                  reconnect_s: float = 1.0, name: str = "selfpay-agent-loop") -> None:
         self._factory = transport_factory
@@ -54,10 +55,10 @@ class AgentThread:
                       billing: BillingSystem | None = None) -> AgentThread:
         """The agent `selfpay agent` would run: SELFPAY_TRANSPORT and SELFPAY_BILLING
         (`billing` replaces the latter)."""
-        from selfpay.adapters.bridge import build_transport_factory, load_billing_adapter
+        from selfpay.adapters.bridge import build_transport_factory, load_agent_billing_adapter
 
         agent = cls(build_transport_factory(settings, engine=engine),
-                    billing if billing is not None else load_billing_adapter(settings),
+                    billing if billing is not None else load_agent_billing_adapter(settings),
                     request_queue=settings.bridge_request_queue,
                     prefetch=settings.agent_prefetch, workers=settings.agent_workers)
         agent._owns_billing = billing is None
@@ -98,6 +99,9 @@ class AgentThread:
                     await asyncio.wait_for(self._stop.wait(), self._reconnect_s)
                 except TimeoutError:
                     pass
+        aclose = getattr(self.billing, "aclose", None) if self._owns_billing else None
+        if aclose is not None:
+            await aclose()  # an AsyncBillingSystem's client belongs to this loop
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop consuming (unacknowledged requests go back to the queue) and end the thread."""

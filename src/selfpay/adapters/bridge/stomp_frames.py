@@ -88,36 +88,18 @@ class FrameParser:
 
     @staticmethod
     def _frame_at(buf: bytearray, pos: int, size: int) -> tuple[Any, int] | None:
-        lines: list[bytes] = []
-        p = pos
-        while True:
-            nl = buf.find(b"\n", p, size)
-            if nl < 0:
-                return None
-            end = nl - 1 if nl > p and buf[nl - 1] == 0x0D else nl
-            line = bytes(buf[p:end])
-            p = nl + 1
-            if not line:
-                break
-            lines.append(line)
-        headers: dict[str, str] = {}
-        content_length: int | None = None
-        for raw in lines[1:]:
-            try:
-                text = raw.decode()
-            except UnicodeDecodeError:
-                continue
-            key, colon, value = text.partition(":")
-            if not colon:
-                continue
-            key, value = _unescape(key), _unescape(value)
-            if key not in headers:
-                headers[key] = value
-                if key.lower() == "content-length":
-                    try:
-                        content_length = int(value)
-                    except ValueError:
-                        content_length = None
+        # The header block ends at the first empty line: LF LF, or LF CR LF.
+        end = buf.find(b"\n\n", pos, size)
+        crlf = buf.find(b"\n\r\n", pos, end if end >= 0 else size)
+        if crlf >= 0:
+            p = crlf + 3
+            block = buf[pos:crlf]
+        elif end >= 0:
+            p = end + 2
+            block = buf[pos:end]
+        else:
+            return None
+        headers, content_length, command = _headers(block)
         if content_length is not None and 0 <= content_length:
             stop = p + content_length
             if stop >= size:
@@ -131,21 +113,62 @@ class FrameParser:
             stop = buf.find(b"\x00", p, size)
             if stop < 0:
                 return None
-        body = bytes(buf[p:stop])
-        frame_type: Any = COMMANDS_TO_FRAMES.get(lines[0]) if lines else None
+        frame_type: Any = COMMANDS_TO_FRAMES.get(command)
         if frame_type is None:
             return None, stop + 1  # an unknown command: dropped
-        frame = (frame_type(headers=headers, body=body) if frame_type in FRAMES_WITH_BODY
-                 else frame_type(headers=headers))
+        frame = (frame_type(headers=headers, body=bytes(buf[p:stop]))
+                 if frame_type in FRAMES_WITH_BODY else frame_type(headers=headers))
         return frame, stop + 1
+
+
+def _headers(block: bytearray) -> tuple[dict[str, str], int | None, bytes]:
+    """The headers (first of a repeated one wins), content-length and command of a
+    header block, decoded in one go (line by line only when it is not all UTF-8: such
+    lines are dropped)."""
+    try:
+        text = block.decode()
+    except UnicodeDecodeError:
+        lines = [line.removesuffix(b"\r") for line in bytes(block).split(b"\n")]
+        command = lines[0]
+        decoded: list[str] = []
+        for raw in lines[1:]:
+            try:
+                decoded.append(raw.decode())
+            except UnicodeDecodeError:
+                continue
+    else:
+        if "\r" in text:  # CR LF line ends (the block's last one is cut before its LF)
+            text = text.replace("\r\n", "\n").removesuffix("\r")
+        command_text, _, rest = text.partition("\n")
+        command, decoded = command_text.encode(), rest.split("\n") if rest else []
+    headers: dict[str, str] = {}
+    for line in decoded:
+        key, colon, value = line.partition(":")
+        if not colon:
+            continue
+        if "\\" in line:
+            key, value = _unescape(key), _unescape(value)
+        if key not in headers:
+            headers[key] = value
+    length = headers.get("content-length")
+    if length is None:  # STOMP names are case-sensitive, but be lenient like stompman
+        length = next((v for k, v in headers.items() if k.lower() == "content-length"), None)
+    try:
+        content_length = int(length) if length is not None else None
+    except ValueError:
+        content_length = None
+    return headers, content_length, command
 
 
 def dump_frame(frame: AnyClientFrame) -> bytes:
     """The bytes of a client frame (headers sorted, escaped except in CONNECT)."""
     items = sorted(frame.headers.items())
-    if isinstance(frame, ConnectFrame):
-        head = "".join(f"{k}:{v}\n" for k, v in items)
-    else:
+    head = "".join([f"{k}:{v}\n" for k, v in items])
+    # Escaping is rarely needed: it is iff a name or value holds one of \\ : LF CR, i.e.
+    # iff the joined block has more than one colon and one LF per header, or a \\ or CR.
+    if not isinstance(frame, ConnectFrame) and (
+            head.count(":") != len(items) or head.count("\n") != len(items)
+            or "\\" in head or "\r" in head):
         head = "".join(f"{k.translate(_ESCAPE)}:{str(v).translate(_ESCAPE)}\n" for k, v in items)
     body: bytes = frame.body if isinstance(frame, FRAMES_WITH_BODY) else b""
     return b"".join((FRAMES_TO_COMMANDS[type(frame)], b"\n", head.encode(), b"\n", body, b"\x00"))
