@@ -9,12 +9,16 @@
 # from a generated credentials file. Keys and certificates are generated here at the
 # first start and never committed. Idempotent: `start` of a running broker does nothing.
 #
-# RabbitMQ: the machine's running server; `start` enables its STOMP plugin (61613) and
-# creates the vhost `selfpay` with permissions for `guest`. It is not started or
-# stopped here (a system service; `rabbitmq-server` takes ~7 s to start).
+# RabbitMQ: the machine's running server; `start` enables its STOMP plugin (61613),
+# creates the vhost `selfpay` with permissions for `guest`, and a mutual-TLS STOMP
+# listener on 127.0.0.1:61612 with the same test CA (certificate login: a client
+# certificate's CN names the user `selfpay-client`). The listener needs a block in
+# /etc/rabbitmq/rabbitmq.conf and a restart of the server, done once (~10 s); later
+# starts only refresh the certificate files. Otherwise it is not started or stopped
+# here (a system service).
 #
 # Environment: SELFPAY_AMQ_STOMP_PORT (61614), SELFPAY_AMQ_SSL_PORT (61615),
-# SELFPAY_BROKERS_DIR (.brokers).
+# SELFPAY_RMQ_SSL_PORT (61612), SELFPAY_BROKERS_DIR (.brokers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,6 +28,9 @@ STOMP_PORT="${SELFPAY_AMQ_STOMP_PORT:-61614}"
 SSL_PORT="${SELFPAY_AMQ_SSL_PORT:-61615}"
 AMQ_HOME=/usr/share/activemq
 RMQ_VHOST=selfpay
+RMQ_SSL_PORT="${SELFPAY_RMQ_SSL_PORT:-61612}"
+RMQ_TLS_DIR=/etc/rabbitmq/selfpay-tls
+RMQ_CONF=/etc/rabbitmq/rabbitmq.conf
 
 log() { echo "brokers: $*" >&2; }
 
@@ -231,12 +238,70 @@ rmq_start() {
   for _ in $(seq 1 100); do port_open 61613 && break; sleep 0.1; done
   if port_open 61613; then log "RabbitMQ STOMP up (:61613, vhost $RMQ_VHOST)"; else
     log "RabbitMQ STOMP port 61613 did not open"; return 1; fi
+  rmq_tls
+}
+
+rmq_tls_block() {
+  cat <<CONF
+# selfpay-tls begin (scripts/brokers.sh: a test listener with the test CA)
+stomp.listeners.ssl.1 = 127.0.0.1:$RMQ_SSL_PORT
+stomp.ssl_cert_login = true
+ssl_cert_login_from = common_name
+ssl_options.cacertfile = $RMQ_TLS_DIR/ca.pem
+ssl_options.certfile = $RMQ_TLS_DIR/broker.pem
+ssl_options.keyfile = $RMQ_TLS_DIR/broker.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+ssl_options.versions.1 = tlsv1.3
+ssl_options.versions.2 = tlsv1.2
+# selfpay-tls end
+CONF
+}
+
+rmq_tls() {
+  # The test CA and broker certificate of this checkout (made with ActiveMQ's).
+  if [ ! -f "$B/tls/ca.pem" ]; then amq_install && amq_secrets || return 1; fi
+  local changed=0 f
+  install -d -m 755 "$RMQ_TLS_DIR"
+  for f in ca.pem broker.pem broker.key; do
+    if ! cmp -s "$B/tls/$f" "$RMQ_TLS_DIR/$f"; then
+      install -m 640 -g rabbitmq "$B/tls/$f" "$RMQ_TLS_DIR/$f"; changed=1
+    fi
+  done
+  # the user a client certificate logs in as (its password is never used)
+  if ! rmq_ctl list_users | grep -q '^selfpay-client[[:space:]]'; then
+    rmq_ctl add_user selfpay-client "$(openssl rand -hex 16)" >/dev/null
+  fi
+  # configure, write, read: sending to /queue/x is writing to the default exchange
+  rmq_ctl set_permissions -p "$RMQ_VHOST" selfpay-client '^selfpay\.' \
+    '^(selfpay\..*|amq\.default)$' '^selfpay\.' >/dev/null
+  if ! grep -q "^# selfpay-tls begin" "$RMQ_CONF" 2>/dev/null; then
+    log "adding a mutual-TLS STOMP listener (:$RMQ_SSL_PORT) to $RMQ_CONF; restarting RabbitMQ"
+    rmq_tls_block >> "$RMQ_CONF"
+    rabbitmqctl -q stop >/dev/null 2>&1 || true
+    rabbitmq-server -detached >/dev/null 2>&1
+    # await_startup fails at once while the node is not registered yet: poll it
+    local up=0
+    for _ in $(seq 1 60); do
+      if rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then up=1; break; fi
+      sleep 1
+    done
+    if [ "$up" != 1 ]; then log "RabbitMQ did not come back after the restart"; return 1; fi
+  elif [ "$changed" = 1 ]; then
+    # new files at the same paths (a new checkout's CA): drop the server's cache of them
+    rmq_ctl eval 'ssl:clear_pem_cache().' >/dev/null
+  fi
+  for _ in $(seq 1 100); do port_open "$RMQ_SSL_PORT" && port_open 61613 && break; sleep 0.1; done
+  if port_open "$RMQ_SSL_PORT"; then log "RabbitMQ STOMP+TLS up (:$RMQ_SSL_PORT)"; else
+    log "RabbitMQ STOMP+TLS port $RMQ_SSL_PORT did not open"; return 1; fi
 }
 
 status() {
   if pid=$(amq_pid); then echo "activemq: running (pid $pid) stomp :$STOMP_PORT ssl :$SSL_PORT"
   else echo "activemq: stopped"; fi
   if port_open 61613; then echo "rabbitmq: stomp :61613 open"; else echo "rabbitmq: stomp closed"; fi
+  if port_open "$RMQ_SSL_PORT"; then echo "rabbitmq: stomp+ssl :$RMQ_SSL_PORT open"; else
+    echo "rabbitmq: stomp+ssl closed"; fi
 }
 
 cmd="${1:-status}"; which="${2:-all}"

@@ -173,6 +173,13 @@ class Settings(BaseSettings):
         self.keyring()
         if not self.database_url:
             raise ValueError("SELFPAY_DATABASE_URL must be set in production")
+        if self.transport == "stomp" and not (
+                (self.broker_user and self.broker_password.get_secret_value())
+                or (not self.broker_user and self.broker_cert_file)):
+            # without a login, stompman's CONNECT carries none: RabbitMQ would fall back
+            # to its default user
+            raise ValueError("the broker needs SELFPAY_BROKER_USER and SELFPAY_BROKER_PASSWORD, "
+                             "or no user and a client certificate (SELFPAY_BROKER_CERT_FILE)")
 
 
 def new_qr_key() -> str:

@@ -24,17 +24,16 @@ from pathlib import Path
 import pytest
 
 from selfpay.adapters.billing.ledger import LedgerBillingSystem
-from selfpay.adapters.bridge import build_billing
+from selfpay.adapters.bridge import build_billing, build_transport_factory
 from selfpay.adapters.bridge.agent import BridgeAgent
 from selfpay.adapters.bridge.client import BridgeBillingSystem, LoopThread
-from selfpay.adapters.bridge.embedded import EmbeddedTransport
 from selfpay.adapters.bridge.stomp import StompTransport, tls_context
 from selfpay.adapters.db.engine import make_engine
 from selfpay.adapters.db.migrate import upgrade
 from selfpay.config import Settings
 from selfpay.domain.accounts import PaymentPosting
 from selfpay.domain.errors import AccountNotFound
-from selfpay.services.bridge_ports import Transport
+from selfpay.services.bridge_ports import Transport, TransportError
 from selfpay.services.ports import BillingSystemError
 from support.bridge import AMQ, interrupt_broker, port_open, transport_overrides, unavailable
 
@@ -66,12 +65,8 @@ class Bridge:
         self.closers: list[Callable[[], None]] = []
 
     def transport(self) -> Transport:
-        s = self.settings
-        if self.kind == "embedded":
-            return EmbeddedTransport(self.dmz_engine)  # type: ignore[arg-type]
-        return StompTransport(s.broker_urls, kind=s.broker_kind, login=s.broker_user,
-                              passcode=s.broker_password.get_secret_value(),
-                              vhost=s.broker_vhost)
+        """What `selfpay agent` would build from the same settings (TLS included)."""
+        return build_transport_factory(self.settings, engine=self.dmz_engine)()
 
     def client(self, **kw: object) -> BridgeBillingSystem:
         settings = self.settings.model_copy(update=kw)
@@ -411,3 +406,56 @@ def test_tls_with_a_client_certificate_to_activemq(brokers, ledger, tmp_path) ->
         assert b.client().account_summary(*ACCOUNT).total_due_fen == 15050
     finally:
         b.close()
+
+
+RMQ_TLS_PORT = 61612  # scripts/brokers.sh: mutual-TLS STOMP on the machine's RabbitMQ
+
+
+def _rabbitmq_tls_bridge(tmp_path: Path, *, user: str, password: str) -> Bridge:
+    if not _port_open(RMQ_TLS_PORT):
+        _unavailable(f"RabbitMQ stomp+ssl port {RMQ_TLS_PORT} closed (scripts/brokers.sh start)")
+    t = AMQ / "tls"  # the same test CA signed RabbitMQ's certificate
+    url = f"stomp+ssl://127.0.0.1:{RMQ_TLS_PORT}"
+    overrides = {
+        "transport": "stomp", "broker_kind": "rabbitmq", "broker_urls": url,
+        "broker_vhost": "selfpay", "broker_user": user, "broker_password": password,
+        "broker_ca_file": str(t / "ca.pem"), "broker_cert_file": str(t / "client.pem"),
+        "broker_key_file": str(t / "client.key"),
+    }
+    return Bridge("rabbitmq", overrides, tmp_path)
+
+
+def test_tls_with_a_client_certificate_and_credentials_to_rabbitmq(ledger, tmp_path) -> None:
+    b = _rabbitmq_tls_bridge(tmp_path, user="guest", password="guest")
+    try:
+        b.agent(ledger)
+        assert b.client().account_summary(*ACCOUNT).total_due_fen == 15050
+    finally:
+        b.close()
+
+
+def test_a_client_certificate_alone_logs_in_to_rabbitmq(ledger, tmp_path) -> None:
+    """No user and no password: the certificate's CN (selfpay-client) is the user."""
+    b = _rabbitmq_tls_bridge(tmp_path, user="", password="")
+    try:
+        b.agent(ledger)
+        client = b.client()
+        assert client.account_summary(*ACCOUNT).total_due_fen == 15050
+        assert not client.post_payment(_posting("P-cert", 15050)).duplicate
+    finally:
+        b.close()
+
+
+def test_without_a_client_certificate_rabbitmq_refuses_the_tls_connection(tmp_path) -> None:
+    if not _port_open(RMQ_TLS_PORT):
+        _unavailable(f"RabbitMQ stomp+ssl port {RMQ_TLS_PORT} closed (scripts/brokers.sh start)")
+    ctx = tls_context(ca_file=str(AMQ / "tls" / "ca.pem"))  # trusts the broker, shows no cert
+
+    async def attempt() -> None:
+        async with StompTransport(f"stomp+ssl://127.0.0.1:{RMQ_TLS_PORT}", kind="rabbitmq",
+                                  login="guest", passcode="guest", vhost="selfpay",
+                                  ssl_context=ctx, connect_timeout_s=2):
+            pass
+
+    with pytest.raises(TransportError):
+        asyncio.run(attempt())

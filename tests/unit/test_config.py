@@ -34,6 +34,25 @@ def test_production_refuses_to_start_without_secrets(tmp_path, monkeypatch):
     assert not (tmp_path / "secrets.env").exists()
 
 
+@pytest.mark.parametrize(("broker", "ok"), [
+    ({}, False),
+    ({"broker_user": "dmz"}, False),  # a user without a password
+    ({"broker_user": "dmz", "broker_password": "p"}, True),
+    ({"broker_cert_file": "/etc/selfpay/client.pem"}, True),  # certificate login
+])
+def test_production_refuses_a_broker_link_without_a_login(broker, ok, tmp_path, monkeypatch):
+    _clean_env(monkeypatch)
+    s = Settings(env="production", data_dir=tmp_path, secret_key="k" * 32,
+                 qr_keys="1:MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
+                 database_url="postgresql+psycopg://db/selfpay", transport="stomp",
+                 broker_urls="stomp+ssl://mq:61614", **broker)
+    if ok:
+        s.check_production()
+    else:
+        with pytest.raises(ValueError, match="client certificate"):
+            s.check_production()
+
+
 def test_secrets_never_appear_in_the_settings_repr(tmp_path, monkeypatch):
     _clean_env(monkeypatch)
     monkeypatch.chdir(tmp_path)

@@ -82,14 +82,23 @@ def tls_context(*, ca_file: str = "", cert_file: str = "", key_file: str = "") -
 
 
 class _VhostConnection(Connection):
-    """stompman's connection, with the CONNECT frame's `host` header set to the vhost,
-    and frames read and written by `stomp_frames` (stompman parses byte by byte)."""
+    """stompman's connection, with the CONNECT frame's `host` header set to the vhost
+    (and no login headers without a user), and frames read and written by
+    `stomp_frames` (stompman parses byte by byte)."""
 
     vhost: str = ""
 
     async def write_frame(self, frame: stompman.AnyClientFrame) -> None:
-        if self.vhost and isinstance(frame, stompman.ConnectFrame):
-            frame = stompman.ConnectFrame(headers={**frame.headers, "host": self.vhost})
+        if isinstance(frame, stompman.ConnectFrame):
+            headers = dict(frame.headers)
+            if self.vhost:
+                headers["host"] = self.vhost
+            if not headers.get("login"):
+                # no user: log in with the client certificate (RabbitMQ's
+                # stomp.ssl_cert_login, ActiveMQ's certificate JAAS login)
+                headers.pop("login", None)
+                headers.pop("passcode", None)
+            frame = stompman.ConnectFrame(headers=headers)  # type: ignore[arg-type]
         # stompman's reraise_connection_lost, spelt as try/except: its two
         # @contextmanager blocks cost more than writing the frame.
         try:
@@ -98,13 +107,15 @@ class _VhostConnection(Connection):
             raise ConnectionLostError(reason=exc) from exc
         try:
             await self.writer.drain()
-        except ConnectionError as exc:
+        except OSError as exc:  # ConnectionError, and ssl.SSLError (a TLS alert)
             raise ConnectionLostError(reason=exc) from exc
 
     async def read_frames(self) -> AsyncGenerator[stompman.AnyServerFrame, None]:
         parser = stomp_frames.FrameParser()
         while True:
-            with reraise_connection_lost(ConnectionError):
+            # OSError, not only ConnectionError: a TLS alert (the broker refusing our
+            # certificate, say) arrives as ssl.SSLError on a read
+            with reraise_connection_lost(OSError):
                 chunk = await self._read_non_empty_bytes(self.read_max_chunk_size)
             self.last_read_time = time.time()
             for frame in parser.parse_frames_from_chunk(chunk):
@@ -195,7 +206,7 @@ class StompTransport:
     async def __aenter__(self) -> Self:
         try:
             await self._client.__aenter__()
-        except stompman.Error as exc:
+        except (stompman.Error, OSError) as exc:  # OSError: e.g. ssl.SSLError in the handshake
             raise TransportError(f"cannot connect to the broker: {exc!r}") from exc
         return self
 
