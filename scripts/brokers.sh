@@ -5,8 +5,9 @@
 #
 # ActiveMQ Classic (Debian's `activemq`, installed with apt-get when missing) runs as a
 # self-contained instance under .brokers/activemq/ (git-ignored): KahaDB, a DLQ per
-# queue, STOMP on 127.0.0.1:61614 and mutual-TLS STOMP on 127.0.0.1:61615, users
-# from a generated credentials file. Keys and certificates are generated here at the
+# queue, STOMP on 127.0.0.1:61614 with the user of a generated credentials file, and
+# mutual-TLS STOMP on 127.0.0.1:61615 where the client certificate is the login (JAAS:
+# CN=selfpay-client is the user selfpay-agent). Keys and certificates are generated here at the
 # first start and never committed. Idempotent: `start` of a running broker does nothing.
 #
 # RabbitMQ: the machine's running server; `start` enables its STOMP plugin (61613),
@@ -118,11 +119,9 @@ amq_config() {
       </policyMap>
     </destinationPolicy>
     <plugins>
-      <simpleAuthenticationPlugin anonymousAccessAllowed="false">
-        <users>
-          <authenticationUser username="$user" password="$pass" groups="selfpay"/>
-        </users>
-      </simpleAuthenticationPlugin>
+      <!-- login + passcode on the plain connector; on stomp+ssl the client certificate
+           alone (its subject is mapped to a user in cert-users.properties) -->
+      <jaasDualAuthenticationPlugin configuration="selfpay-users" sslConfiguration="selfpay-certs"/>
     </plugins>
     <sslContext>
       <sslContext keyStore="file:$B/tls/broker.p12" keyStorePassword="$pw" keyStoreType="PKCS12"
@@ -148,6 +147,23 @@ amq_config() {
   </broker>
 </beans>
 EOF
+  # JAAS: users with passwords, client certificate subjects mapped to users, one group
+  cat > "$B/conf/login.config" <<EOF
+selfpay-users {
+    org.apache.activemq.jaas.PropertiesLoginModule required
+        org.apache.activemq.jaas.properties.user="users.properties"
+        org.apache.activemq.jaas.properties.group="groups.properties";
+};
+selfpay-certs {
+    org.apache.activemq.jaas.TextFileCertificateLoginModule required
+        org.apache.activemq.jaas.textfiledn.user="cert-users.properties"
+        org.apache.activemq.jaas.textfiledn.group="groups.properties";
+};
+EOF
+  printf '%s=%s\n' "$user" "$pass" > "$B/conf/users.properties"
+  printf 'selfpay-agent=CN=selfpay-client\n' > "$B/conf/cert-users.properties"
+  printf 'selfpay=%s,selfpay-agent\n' "$user" > "$B/conf/groups.properties"
+  chmod 600 "$B/conf/users.properties"
   # The Debian build ships log4j 1.2 and ignores log4j2.properties.
   cat > "$B/conf/log4j.properties" <<EOF
 log4j.rootLogger=WARN, logfile
@@ -191,6 +207,7 @@ amq_start() {
     --add-opens java.base/java.util.concurrent=ALL-UNNAMED \
     --add-opens java.base/java.util.concurrent.atomic=ALL-UNNAMED \
     -Dlog4j.configuration="file:$B/conf/log4j.properties" \
+    -Djava.security.auth.login.config="$B/conf/login.config" \
     -Dactivemq.home="$AMQ_HOME" -Dactivemq.base="$B" -Dactivemq.conf="$B/conf" \
     -Dactivemq.data="$B/data" \
     -jar "$AMQ_HOME/bin/activemq.jar" start "xbean:file:$B/conf/activemq.xml" \

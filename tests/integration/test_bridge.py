@@ -383,29 +383,53 @@ def test_the_dmz_side_is_built_without_any_address_of_the_billing_system(
             assert "bridge_messages" in inspect(conn).get_table_names()
 
 
-def test_tls_with_a_client_certificate_to_activemq(brokers, ledger, tmp_path) -> None:
+def _activemq_tls_bridge(tmp_path: Path, *, user: str, password: str) -> Bridge:
     if not _port_open(61615):
         _unavailable("ActiveMQ stomp+ssl port 61615 closed (scripts/brokers.sh start)")
     t = AMQ / "tls"
     overrides = {
         "transport": "stomp", "broker_kind": "activemq",
-        "broker_urls": "stomp+ssl://127.0.0.1:61615",
-        "broker_user": brokers["SELFPAY_BROKER_USER"],
-        "broker_password": brokers["SELFPAY_BROKER_PASSWORD"],
-        "broker_ca_file": str(t / "ca.pem"), "broker_cert_file": str(t / "client.pem"),
-        "broker_key_file": str(t / "client.key"),
+        "broker_urls": "stomp+ssl://127.0.0.1:61615", "broker_user": user,
+        "broker_password": password, "broker_ca_file": str(t / "ca.pem"),
+        "broker_cert_file": str(t / "client.pem"), "broker_key_file": str(t / "client.key"),
     }
-    b = Bridge("activemq", overrides, tmp_path)
-    ctx = tls_context(ca_file=str(t / "ca.pem"), cert_file=str(t / "client.pem"),
-                      key_file=str(t / "client.key"))
-    b.transport = lambda: StompTransport(  # type: ignore[method-assign]
-        "stomp+ssl://127.0.0.1:61615", login=brokers["SELFPAY_BROKER_USER"],
-        passcode=brokers["SELFPAY_BROKER_PASSWORD"], ssl_context=ctx)
+    return Bridge("activemq", overrides, tmp_path)
+
+
+def test_tls_with_a_client_certificate_to_activemq(brokers, ledger, tmp_path) -> None:
+    b = _activemq_tls_bridge(tmp_path, user=brokers["SELFPAY_BROKER_USER"],
+                             password=brokers["SELFPAY_BROKER_PASSWORD"])
     try:
         b.agent(ledger)
         assert b.client().account_summary(*ACCOUNT).total_due_fen == 15050
     finally:
         b.close()
+
+
+def test_a_client_certificate_alone_logs_in_to_activemq(brokers, ledger, tmp_path) -> None:
+    """JAAS maps the certificate's subject (CN=selfpay-client) to a broker user."""
+    b = _activemq_tls_bridge(tmp_path, user="", password="")
+    try:
+        b.agent(ledger)
+        client = b.client()
+        assert client.account_summary(*ACCOUNT).total_due_fen == 15050
+        assert not client.post_payment(_posting("P-amq-cert", 15050)).duplicate
+    finally:
+        b.close()
+
+
+def test_activemq_refuses_a_wrong_password_on_the_plain_connector(brokers, tmp_path) -> None:
+    if not _port_open(61614):
+        _unavailable("ActiveMQ STOMP port 61614 closed (scripts/brokers.sh start)")
+
+    async def attempt() -> None:
+        async with StompTransport("stomp://127.0.0.1:61614", kind="activemq",
+                                  login=brokers["SELFPAY_BROKER_USER"], passcode="wrong",
+                                  connect_timeout_s=2):
+            pass
+
+    with pytest.raises(TransportError):
+        asyncio.run(attempt())
 
 
 RMQ_TLS_PORT = 61612  # scripts/brokers.sh: mutual-TLS STOMP on the machine's RabbitMQ
