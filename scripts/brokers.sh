@@ -86,11 +86,13 @@ amq_secrets() {
 }
 
 amq_config() {
-  local pw user pass
+  # the broker configuration, written into directory $1
+  local C="$1" pw user pass
+  mkdir -p "$C"
   pw=$(cat "$B/tls/storepass")
   user=$(sed -n 's/^SELFPAY_BROKER_USER=//p' "$B/credentials.env")
   pass=$(sed -n 's/^SELFPAY_BROKER_PASSWORD=//p' "$B/credentials.env")
-  cat > "$B/conf/activemq.xml" <<EOF
+  cat > "$C/activemq.xml" <<EOF
 <beans xmlns="http://www.springframework.org/schema/beans"
   xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
   xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans-2.0.xsd
@@ -148,7 +150,7 @@ amq_config() {
 </beans>
 EOF
   # JAAS: users with passwords, client certificate subjects mapped to users, one group
-  cat > "$B/conf/login.config" <<EOF
+  cat > "$C/login.config" <<EOF
 selfpay-users {
     org.apache.activemq.jaas.PropertiesLoginModule required
         org.apache.activemq.jaas.properties.user="users.properties"
@@ -160,12 +162,12 @@ selfpay-certs {
         org.apache.activemq.jaas.textfiledn.group="groups.properties";
 };
 EOF
-  printf '%s=%s\n' "$user" "$pass" > "$B/conf/users.properties"
-  printf 'selfpay-agent=CN=selfpay-client\n' > "$B/conf/cert-users.properties"
-  printf 'selfpay=%s,selfpay-agent\n' "$user" > "$B/conf/groups.properties"
-  chmod 600 "$B/conf/users.properties"
+  printf '%s=%s\n' "$user" "$pass" > "$C/users.properties"
+  printf 'selfpay-agent=CN=selfpay-client\n' > "$C/cert-users.properties"
+  printf 'selfpay=%s,selfpay-agent\n' "$user" > "$C/groups.properties"
+  chmod 600 "$C/users.properties"
   # The Debian build ships log4j 1.2 and ignores log4j2.properties.
-  cat > "$B/conf/log4j.properties" <<EOF
+  cat > "$C/log4j.properties" <<EOF
 log4j.rootLogger=WARN, logfile
 log4j.logger.org.apache.activemq=INFO
 log4j.logger.org.apache.activemq.broker.TransportConnection=WARN
@@ -178,8 +180,20 @@ log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
 EOF
 }
 
+amq_config_changed() {
+  # Regenerate the configuration; true when it differs from the one in $B/conf.
+  rm -rf "$B/conf.new"
+  amq_config "$B/conf.new"
+  if diff -rq "$B/conf" "$B/conf.new" >/dev/null 2>&1; then rm -rf "$B/conf.new"; return 1; fi
+  rm -rf "$B/conf"; mv "$B/conf.new" "$B/conf"
+}
+
 amq_start() {
-  if pid=$(amq_pid); then log "ActiveMQ already running (pid $pid)"; return 0; fi
+  if pid=$(amq_pid); then
+    if ! amq_config_changed; then log "ActiveMQ already running (pid $pid)"; return 0; fi
+    log "ActiveMQ configuration changed: restarting it"
+    amq_stop
+  fi
   if port_open "$STOMP_PORT"; then
     # A test broker left running by another checkout of this project (its credentials
     # and keys live in that checkout): stop it and start ours. Anything else: refuse.
@@ -196,7 +210,7 @@ amq_start() {
   fi
   amq_install
   amq_secrets
-  amq_config
+  amq_config_changed || true
   # JVM flags as in /usr/bin/activemq (Java 9+); small heap: a test broker on a shared box.
   setsid java -Xms64M -Xmx256M -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
     --add-reads=java.xml=java.logging \
