@@ -35,7 +35,14 @@ from selfpay.domain.accounts import PaymentPosting
 from selfpay.domain.errors import AccountNotFound
 from selfpay.services.bridge_ports import Transport, TransportError
 from selfpay.services.ports import BillingSystemError
-from support.bridge import AMQ, interrupt_broker, port_open, transport_overrides, unavailable
+from support.bridge import (
+    AMQ,
+    interrupt_broker,
+    port_open,
+    run_async,
+    transport_overrides,
+    unavailable,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = ("ELEC", "0012345678")  # owes 2026-09 ¥100.00 and 2026-10 ¥50.50 (conftest)
@@ -429,7 +436,7 @@ def test_activemq_refuses_a_wrong_password_on_the_plain_connector(brokers, tmp_p
             pass
 
     with pytest.raises(TransportError):
-        asyncio.run(attempt())
+        run_async(attempt)
 
 
 RMQ_TLS_PORT = 61612  # scripts/brokers.sh: mutual-TLS STOMP on the machine's RabbitMQ
@@ -482,4 +489,4 @@ def test_without_a_client_certificate_rabbitmq_refuses_the_tls_connection(tmp_pa
             pass
 
     with pytest.raises(TransportError):
-        asyncio.run(attempt())
+        run_async(attempt)

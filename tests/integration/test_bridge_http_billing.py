@@ -3,7 +3,6 @@ implements the documented contract on top of the built-in ledger."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from selfpay.domain.accounts import PaymentPosting
 from selfpay.domain.errors import AccountNotFound
 from selfpay.domain.ledger_errors import PaymentIdConflict
 from selfpay.services.ports import BillingSystemError
+from support.bridge import run_async
 
 
 def _service(ledger: LedgerBillingSystem, token: str) -> ThreadingHTTPServer:
@@ -140,10 +140,41 @@ def test_an_agent_gets_the_async_http_adapter_and_it_keeps_the_contract(service,
             for b in (billing, bad, dead):
                 await b.aclose()  # type: ignore[union-attr]
 
-    asyncio.run(scenario())
+    run_async(scenario)
 
 
 def test_an_adapter_without_an_async_twin_is_the_blocking_one(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path, billing="ledger")  # type: ignore[arg-type]
     billing = load_agent_billing_adapter(settings)
     assert isinstance(billing, LedgerBillingSystem)
+
+
+def test_an_agent_from_settings_serves_the_http_billing_system_and_closes_its_client(
+        service, tmp_path) -> None:
+    """SELFPAY_BILLING=http behind the bridge: the agent awaits the async adapter on its
+    loop and closes that adapter's client when it stops."""
+    from selfpay.adapters.bridge import build_billing
+    from selfpay.adapters.bridge.agent_thread import AgentThread
+    from selfpay.adapters.db.engine import make_engine
+    from selfpay.adapters.db.migrate import upgrade
+
+    dmz_url = f"sqlite:///{tmp_path / 'dmz.db'}"
+    upgrade(dmz_url)
+    engine = make_engine(dmz_url)
+    settings = Settings(data_dir=tmp_path, transport="embedded", database_url=dmz_url,
+                        billing="http", billing_http_url=service,
+                        billing_http_token="s3cret")  # type: ignore[arg-type]
+    agent = AgentThread.from_settings(settings, engine=engine)
+    client = build_billing(settings.model_copy(update={"billing_http_url": ""}), engine=engine)
+    try:
+        agent.start()
+        assert agent.agent is not None and agent.agent.awaits_billing
+        assert client.account_summary("ELEC", "0012345678").total_due_fen == 15050
+        assert not client.post_payment(PaymentPosting("HB-1", "ELEC", "0012345678", 50)).duplicate
+    finally:
+        client.close()  # type: ignore[attr-defined]
+        agent.stop()
+        engine.dispose()
+    adapter = agent.billing
+    assert isinstance(adapter, http_json.AsyncHttpJsonBillingSystem)
+    assert adapter._client.is_closed

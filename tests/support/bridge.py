@@ -7,12 +7,18 @@ closed port skips the test with the reason, unless SELFPAY_REQUIRE_SERVERS=1.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 AMQ = ROOT / ".brokers" / "activemq"
@@ -72,3 +78,25 @@ def interrupt_broker(kind: str) -> None:
     else:
         subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "-p", "selfpay",
                         "selfpay test: dropped connection"], check=True, timeout=60)
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """asyncio.run(make()) on a thread of its own: in the whole suite the main thread
+    already runs an event loop (Playwright's sync API, from the browser tests)."""
+    box: dict[str, object] = {}
+
+    def main() -> None:
+        async def wrapped() -> T:
+            return await make()
+
+        try:
+            box["value"] = asyncio.run(wrapped())
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=main)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
