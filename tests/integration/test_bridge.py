@@ -390,37 +390,39 @@ def test_the_dmz_side_is_built_without_any_address_of_the_billing_system(
             assert "bridge_messages" in inspect(conn).get_table_names()
 
 
-def _activemq_tls_bridge(tmp_path: Path, *, user: str, password: str) -> Bridge:
-    if not _port_open(61615):
-        _unavailable("ActiveMQ stomp+ssl port 61615 closed (scripts/brokers.sh start)")
-    t = AMQ / "tls"
+TLS_PORTS = {"activemq": 61615, "rabbitmq": 61612}  # scripts/brokers.sh: mutual-TLS STOMP
+
+
+def _tls_bridge(kind: str, tmp_path: Path, *, user: str, password: str) -> Bridge:
+    port = TLS_PORTS[kind]
+    if not _port_open(port):
+        _unavailable(f"{kind} stomp+ssl port {port} closed (scripts/brokers.sh start)")
+    t = AMQ / "tls"  # one test CA signed both brokers' certificates and the client's
     overrides = {
-        "transport": "stomp", "broker_kind": "activemq",
-        "broker_urls": "stomp+ssl://127.0.0.1:61615", "broker_user": user,
+        "transport": "stomp", "broker_kind": kind, "broker_urls": f"stomp+ssl://127.0.0.1:{port}",
+        "broker_vhost": "selfpay" if kind == "rabbitmq" else "", "broker_user": user,
         "broker_password": password, "broker_ca_file": str(t / "ca.pem"),
         "broker_cert_file": str(t / "client.pem"), "broker_key_file": str(t / "client.key"),
     }
-    return Bridge("activemq", overrides, tmp_path)
+    return Bridge(kind, overrides, tmp_path)
 
 
-def test_tls_with_a_client_certificate_to_activemq(brokers, ledger, tmp_path) -> None:
-    b = _activemq_tls_bridge(tmp_path, user=brokers["SELFPAY_BROKER_USER"],
-                             password=brokers["SELFPAY_BROKER_PASSWORD"])
-    try:
-        b.agent(ledger)
-        assert b.client().account_summary(*ACCOUNT).total_due_fen == 15050
-    finally:
-        b.close()
-
-
-def test_a_client_certificate_alone_logs_in_to_activemq(brokers, ledger, tmp_path) -> None:
-    """JAAS maps the certificate's subject (CN=selfpay-client) to a broker user."""
-    b = _activemq_tls_bridge(tmp_path, user="", password="")
+@pytest.mark.parametrize("kind", ["activemq", "rabbitmq"])
+@pytest.mark.parametrize("login", ["password", "certificate"])
+def test_mutual_tls_with_a_password_or_the_certificate_as_the_login(
+        kind, login, brokers, ledger, tmp_path) -> None:
+    """With no user the client certificate is the login: ActiveMQ's JAAS maps its
+    subject to a user, RabbitMQ takes its CN (selfpay-client) as the user name."""
+    user, password = ("", "")
+    if login == "password":
+        user, password = ((brokers["SELFPAY_BROKER_USER"], brokers["SELFPAY_BROKER_PASSWORD"])
+                          if kind == "activemq" else ("guest", "guest"))
+    b = _tls_bridge(kind, tmp_path, user=user, password=password)
     try:
         b.agent(ledger)
         client = b.client()
         assert client.account_summary(*ACCOUNT).total_due_fen == 15050
-        assert not client.post_payment(_posting("P-amq-cert", 15050)).duplicate
+        assert not client.post_payment(_posting(f"P-tls-{kind}-{login}", 15050)).duplicate
     finally:
         b.close()
 
@@ -439,51 +441,14 @@ def test_activemq_refuses_a_wrong_password_on_the_plain_connector(brokers, tmp_p
         run_async(attempt)
 
 
-RMQ_TLS_PORT = 61612  # scripts/brokers.sh: mutual-TLS STOMP on the machine's RabbitMQ
-
-
-def _rabbitmq_tls_bridge(tmp_path: Path, *, user: str, password: str) -> Bridge:
-    if not _port_open(RMQ_TLS_PORT):
-        _unavailable(f"RabbitMQ stomp+ssl port {RMQ_TLS_PORT} closed (scripts/brokers.sh start)")
-    t = AMQ / "tls"  # the same test CA signed RabbitMQ's certificate
-    url = f"stomp+ssl://127.0.0.1:{RMQ_TLS_PORT}"
-    overrides = {
-        "transport": "stomp", "broker_kind": "rabbitmq", "broker_urls": url,
-        "broker_vhost": "selfpay", "broker_user": user, "broker_password": password,
-        "broker_ca_file": str(t / "ca.pem"), "broker_cert_file": str(t / "client.pem"),
-        "broker_key_file": str(t / "client.key"),
-    }
-    return Bridge("rabbitmq", overrides, tmp_path)
-
-
-def test_tls_with_a_client_certificate_and_credentials_to_rabbitmq(ledger, tmp_path) -> None:
-    b = _rabbitmq_tls_bridge(tmp_path, user="guest", password="guest")
-    try:
-        b.agent(ledger)
-        assert b.client().account_summary(*ACCOUNT).total_due_fen == 15050
-    finally:
-        b.close()
-
-
-def test_a_client_certificate_alone_logs_in_to_rabbitmq(ledger, tmp_path) -> None:
-    """No user and no password: the certificate's CN (selfpay-client) is the user."""
-    b = _rabbitmq_tls_bridge(tmp_path, user="", password="")
-    try:
-        b.agent(ledger)
-        client = b.client()
-        assert client.account_summary(*ACCOUNT).total_due_fen == 15050
-        assert not client.post_payment(_posting("P-cert", 15050)).duplicate
-    finally:
-        b.close()
-
-
 def test_without_a_client_certificate_rabbitmq_refuses_the_tls_connection(tmp_path) -> None:
-    if not _port_open(RMQ_TLS_PORT):
-        _unavailable(f"RabbitMQ stomp+ssl port {RMQ_TLS_PORT} closed (scripts/brokers.sh start)")
+    port = TLS_PORTS["rabbitmq"]
+    if not _port_open(port):
+        _unavailable(f"RabbitMQ stomp+ssl port {port} closed (scripts/brokers.sh start)")
     ctx = tls_context(ca_file=str(AMQ / "tls" / "ca.pem"))  # trusts the broker, shows no cert
 
     async def attempt() -> None:
-        async with StompTransport(f"stomp+ssl://127.0.0.1:{RMQ_TLS_PORT}", kind="rabbitmq",
+        async with StompTransport(f"stomp+ssl://127.0.0.1:{port}", kind="rabbitmq",
                                   login="guest", passcode="guest", vhost="selfpay",
                                   ssl_context=ctx, connect_timeout_s=2):
             pass
