@@ -429,6 +429,7 @@ def test_lists_show_full_names_to_staff_and_filter(site: Site) -> None:
     assert "张三丰" in r.text and "13812345678" in r.text
     r = auditor.get("/admin/accounts", params={"q": "nobody-like-this"})
     assert "0012345678" not in r.text
+    assert "没有符合条件的记录" in r.text and 'class="table"' not in r.text
     r = auditor.get("/admin/bills", params={"biller": "ELEC", "status": "open"})
     assert "¥100.00" in r.text and "¥50.50" in r.text
     dashboard = auditor.get("/admin")
