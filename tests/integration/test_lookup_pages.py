@@ -13,13 +13,12 @@ import pytest
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
-from selfpay.adapters.db.migrate import upgrade
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
-from selfpay.bootstrap import Container, bootstrap
-from selfpay.config import load_settings
-from selfpay.domain.accounts import Account, Bill, Biller
+from selfpay.bootstrap import Container
+from selfpay.domain.accounts import Account, Bill
 from selfpay.domain.qrcodes import verify_payload
 from selfpay.services import lookup
+from support.web import build_container
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -116,20 +115,14 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("lookup"),
-                             public_base_url="https://pay.example.cn", env="development")
-    upgrade(settings.sqlalchemy_url)
-    container = bootstrap(settings)
-    with container.uow_factory() as uow:
-        uow.billers.add(Biller("ELEC", "电费", "Electricity"))
-        uow.billers.add(Biller("WATER", "水费", "Water"))
-        uow.accounts.upsert_many([
+    container = build_container(
+        tmp_path_factory.mktemp("lookup"),
+        accounts=[
             Account("ELEC", "0012345678", "张三丰", "13812345678", "幸福路 1 号"),
             Account("WATER", "W-001", "张三丰", "13812345678"),
             Account("ELEC", "0099999999", "李四", "13900000000"),
-        ])
-        uow.bills.add_many([Bill(None, "ELEC", "0012345678", "2026-10", 5050, None)])
-        uow.commit()
+        ],
+        bills=[Bill(None, "ELEC", "0012345678", "2026-10", 5050, None)])
     app = create_app_with_clock(container)
     clock = [NOW]
     app.state.clock = lambda: clock[0]

@@ -20,13 +20,11 @@ from fastapi import FastAPI
 from PIL import Image
 from starlette.exceptions import StarletteDeprecationWarning
 
-from selfpay.adapters.db.migrate import upgrade
-from selfpay.bootstrap import Container, bootstrap
-from selfpay.config import load_settings
-from selfpay.domain.accounts import Account, Bill, Biller
+from selfpay.bootstrap import Container
+from selfpay.domain.accounts import Account, Bill
 from selfpay.domain.qrcodes import make_payload
 from selfpay.entrypoints.web.app import create_app
-from selfpay.services import users
+from support.web import add_staff, build_container, csrf_of, staff_login
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers httpx2 for its TestClient and warns when it finds only httpx.
@@ -35,7 +33,6 @@ with warnings.catch_warnings():
 
 NOW = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
 PASSWORDS = {"admin": "admin-pass-1", "operator": "operator-pass-1", "auditor": "auditor-pass-1"}
-CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @dataclass
@@ -46,24 +43,15 @@ class Site:
 
 
 def build_site(data_dir: Path, **overrides: object) -> Site:
-    settings = load_settings(data_dir=data_dir, public_base_url="https://pay.example.cn",
-                             env="development", **overrides)
-    upgrade(settings.sqlalchemy_url)
-    container = bootstrap(settings)
-    with container.uow_factory() as uow:
-        uow.billers.add(Biller("ELEC", "电费", "Electricity"))
-        uow.billers.add(Biller("WATER", "水费", "Water"))
-        uow.accounts.upsert_many([
-            Account("ELEC", "0012345678", "张三丰", "13812345678", "幸福路 1 号"),
-        ])
-        uow.bills.add_many([
+    container = build_container(
+        data_dir,
+        accounts=[Account("ELEC", "0012345678", "张三丰", "13812345678", "幸福路 1 号")],
+        bills=[
             Bill(None, "ELEC", "0012345678", "2026-09", 10000, dt.date(2026, 10, 31)),
             Bill(None, "ELEC", "0012345678", "2026-10", 5050, dt.date(2026, 11, 30)),
-        ])
-        uow.commit()
-    for role, password in PASSWORDS.items():
-        users.create_user(container.uow_factory(), container.hasher, username=role,
-                          password=password, role=role, now=NOW)
+        ],
+        **overrides)
+    add_staff(container, PASSWORDS, NOW)
     return Site(create_app(container=container), container, data_dir)
 
 
@@ -78,19 +66,9 @@ class Staff(TestClient):
     csrf: str = ""
 
 
-def csrf_of(html: str) -> str:
-    match = CSRF_RE.search(html)
-    assert match, "page has no csrf_token field"
-    return match.group(1)
-
-
 def login(site: Site, role: str) -> Staff:
-    client = Staff(site.app)
-    page = client.get("/admin/login")
-    r = client.post("/admin/login", data={"username": role, "password": PASSWORDS[role],
-                                          "csrf_token": csrf_of(page.text)})
-    assert r.status_code == 200 and r.url.path == "/admin", r.text
-    client.csrf = csrf_of(r.text)
+    client = staff_login(site.app, role, PASSWORDS[role], client=Staff(site.app))
+    client.csrf = csrf_of(client.get("/admin").text)
     return client
 
 

@@ -12,19 +12,17 @@ import pytest
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
-from selfpay.adapters.db.migrate import upgrade
-from selfpay.bootstrap import Container, bootstrap
-from selfpay.config import load_settings
-from selfpay.domain.accounts import Account, Bill, Biller
-from selfpay.domain.qrcodes import mac_tag, make_payload
+from selfpay.bootstrap import Container
+from selfpay.domain.accounts import Account, Bill
+from selfpay.domain.qrcodes import mac_tag
 from selfpay.entrypoints.web.app import create_app
+from support.web import build_container, code_path
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers httpx2 for its TestClient and warns when it finds only httpx.
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-BASE = "https://pay.example.cn"
 SECRETS = ("张三丰", "13812345678", "幸福路")
 
 
@@ -34,29 +32,20 @@ class Site:
     container: Container
 
     def path(self, biller: str, account: str) -> str:
-        payload = make_payload(self.container.code_base, self.container.keyring, biller,
-                               account)
-        return "/" + payload.split("/", 3)[3]  # "/Q/ELEC/0012345678/1ABC..."
-
+        return code_path(self.container, biller, account)
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("public"), public_base_url=BASE,
-                             env="development")
-    upgrade(settings.sqlalchemy_url)
-    container = bootstrap(settings)
-    with container.uow_factory() as uow:
-        uow.billers.add(Biller("ELEC", "电费", "Electricity"))
-        uow.billers.add(Biller("WATER", "水费", "Water"))
-        uow.accounts.upsert_many([
+    container = build_container(
+        tmp_path_factory.mktemp("public"),
+        accounts=[
             Account("ELEC", "0012345678", "张三丰", "13812345678", "幸福路 1 号"),
             Account("WATER", "W-001", "王五", "", "", balance_fen=500),
-        ])
-        uow.bills.add_many([
+        ],
+        bills=[
             Bill(None, "ELEC", "0012345678", "2026-09", 10000, dt.date(2026, 10, 31)),
             Bill(None, "ELEC", "0012345678", "2026-10", 5050, dt.date(2026, 11, 30)),
         ])
-        uow.commit()
     yield Site(create_app(container=container), container)
     container.close()
 

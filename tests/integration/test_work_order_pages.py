@@ -15,25 +15,20 @@ import pytest
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
-from selfpay.adapters.db.migrate import upgrade
-from selfpay.bootstrap import Container, bootstrap
-from selfpay.config import load_settings
-from selfpay.domain.accounts import Account, Bill, Biller
+from selfpay.bootstrap import Container
+from selfpay.domain.accounts import Account, Bill
 from selfpay.domain.orders import Order, OrderEvent, new_order_no
-from selfpay.domain.qrcodes import make_payload
 from selfpay.entrypoints.web.app import create_app
 from selfpay.entrypoints.web.auth import RateLimiter
-from selfpay.services import users
 from selfpay.services.ports import Posting
+from support.web import BASE, CSRF_RE, add_staff, build_container, code_path, staff_login
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-BASE = "https://pay.example.cn"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 PASSWORDS = {"operator": "operator-pass-1", "auditor": "auditor-pass-1"}
-CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 TOKEN_RE = re.compile(r'name="token" value="([^"]+)"')
 TICKET_RE = re.compile(r"/workorders/(WO[A-Z0-9]{16})")
 
@@ -44,30 +39,20 @@ class Site:
     container: Container
 
     def path(self, biller: str, account: str) -> str:
-        payload = make_payload(self.container.code_base, self.container.keyring, biller,
-                               account)
-        return "/" + payload.split("/", 3)[3]
-
+        return code_path(self.container, biller, account)
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("wo"), public_base_url=BASE,
-                             env="development", work_orders_per_ip_per_hour=3)
-    upgrade(settings.sqlalchemy_url)
-    container = bootstrap(settings)
-    with container.uow_factory() as uow:
-        uow.billers.add(Biller("ELEC", "电费", "Electricity"))
-        uow.billers.add(Biller("WATER", "水费", "Water"))
-        uow.accounts.upsert_many([
+    container = build_container(
+        tmp_path_factory.mktemp("wo"),
+        accounts=[
             Account("ELEC", "0012345678", "张三丰", "13812345678", "幸福路 1 号"),
             Account("ELEC", "0099999999", "李四", "13900000000"),
             Account("WATER", "W-001", "王五", ""),
-        ])
-        uow.bills.add_many([Bill(None, "ELEC", "0012345678", "2026-10", 5050, None)])
-        uow.commit()
-    for role, password in PASSWORDS.items():
-        users.create_user(container.uow_factory(), container.hasher, username=role,
-                          password=password, role=role, now=NOW)
+        ],
+        bills=[Bill(None, "ELEC", "0012345678", "2026-10", 5050, None)],
+        work_orders_per_ip_per_hour=3)
+    add_staff(container, PASSWORDS, NOW)
     yield Site(create_app(container=container), container)
     container.close()
 
@@ -81,14 +66,7 @@ def fresh_rate_limits(site: Site) -> None:
 
 
 def staff(site: Site, role: str) -> TestClient:
-    client = TestClient(site.app)
-    page = client.get("/admin/login")
-    token = CSRF_RE.search(page.text)
-    assert token
-    r = client.post("/admin/login", data={"username": role, "password": PASSWORDS[role],
-                                          "csrf_token": token.group(1)})
-    assert r.status_code == 200 and r.url.path == "/admin", r.text
-    return client
+    return staff_login(site.app, role, PASSWORDS[role])
 
 
 def open_form(client: TestClient, site: Site, account: str = "0012345678",
