@@ -97,7 +97,9 @@ def bootstrap(
     notifier: Notifier | None = None,
 ) -> Container:
     """`channels` and `notifier` replace the configured ones (tests, benchmarks)."""
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = make_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size,
+                         max_overflow=settings.db_max_overflow,
+                         pool_timeout=settings.db_pool_timeout_s)
 
     def uow_factory() -> UnitOfWork:
         return SqlAlchemyUnitOfWork(engine)
@@ -120,6 +122,7 @@ def bootstrap(
         query_after=dt.timedelta(seconds=settings.order_query_after_s),
         flag_after_attempts=settings.posting_flag_after,
         dead_after_attempts=settings.posting_dead_after,
+        posting_lease=dt.timedelta(seconds=settings.posting_lease_s),
         tz=ZoneInfo(settings.timezone),
         read_uow_factory=lambda: SqlAlchemyUnitOfWork(engine, read_only=True),
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from selfpay.domain.qrcodes import QrKeyring, code_base
@@ -66,9 +66,18 @@ class Settings(BaseSettings):
     work_order_poll_s: int = Field(default=30, ge=1)  # ask billing for news this often
     work_orders_per_account_per_day: int = Field(default=10, ge=1)  # over all browsers
     work_orders_per_ip_per_hour: int = Field(default=3, ge=1)  # per account + address
+    # how long a claimed posting is held before another worker may take it: longer than
+    # any billing call it guards (checked against the bridge and HTTP billing timeouts)
+    posting_lease_s: int = Field(default=60, ge=5, le=3600)
     run_worker: bool = True  # `serve` runs the posting / reconcile / message worker thread
     worker_interval_s: float = Field(default=1.0, gt=0)
     reconcile_interval_s: float = Field(default=15.0, gt=0)  # how often it asks channels
+
+    # --- database pool, per process (docs/scaling.md: the sum over all processes must
+    # stay under PostgreSQL's max_connections) -------------------------------------------
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
     @property
     def channel_names(self) -> list[str]:
@@ -128,6 +137,19 @@ class Settings(BaseSettings):
     billing_http_url: str = ""  # http adapter: base URL of the billing system's JSON API
     billing_http_token: SecretStr = SecretStr("")
     billing_http_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_billing_calls(self) -> Settings:
+        longest = max(self.bridge_posting_timeout_s, self.billing_http_timeout_s)
+        if self.posting_lease_s < longest + 5:
+            raise ValueError(
+                f"SELFPAY_POSTING_LEASE_S ({self.posting_lease_s}) must outlast the billing "
+                f"call it guards: at least {longest + 5:.0f} s (the longest billing timeout, "
+                "SELFPAY_BRIDGE_POSTING_TIMEOUT_S or SELFPAY_BILLING_HTTP_TIMEOUT_S, plus 5 s)")
+        if self.smtp_timeout_s * 2 + 5 > 60:
+            raise ValueError("SELFPAY_SMTP_TIMEOUT_S must stay under 27 s: a message is "
+                             "claimed for 60 s, and a send must end within that lease")
+        return self
 
     @field_validator("public_base_url")
     @classmethod

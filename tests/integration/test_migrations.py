@@ -26,7 +26,7 @@ def _diff(url: str) -> list:
 def test_migrations_create_exactly_the_tables_of_tables_py(db_url):
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0004"
+    assert migrate.current(db_url) == migrate.head() == "0005"
     assert _diff(db_url) == []
 
 
@@ -54,6 +54,7 @@ def test_migrations_ship_inside_the_package():
     assert (migrate.SCRIPT_LOCATION / "versions" / "0002_payments.py").is_file()
     assert (migrate.SCRIPT_LOCATION / "versions" / "0003_bridge.py").is_file()
     assert (migrate.SCRIPT_LOCATION / "versions" / "0004_dead_letters_work_orders.py").is_file()
+    assert (migrate.SCRIPT_LOCATION / "versions" / "0005_order_lines_claims.py").is_file()
 
 
 def test_0004_lets_postings_go_dead_and_downgrade_turns_them_back_to_stuck(db_url):
@@ -71,7 +72,7 @@ def test_0004_lets_postings_go_dead_and_downgrade_turns_them_back_to_stuck(db_ur
             conn.execute(insert(t.orders).values(
                 order_no="SP1", idempotency_key="k", request_hash="h", biller="ELEC",
                 account="1", bill_ids=[], amount_fen=1, channel="fake", status="paid",
-                action={}, created_at=now, updated_at=now, expires_at=now))
+                action={}, bill_lines=[], created_at=now, updated_at=now, expires_at=now))
             conn.execute(insert(t.postings).values(
                 order_no="SP1", created_at=now, next_attempt_at=now, status="dead",
                 dead_at=now))
@@ -88,3 +89,45 @@ def test_0004_lets_postings_go_dead_and_downgrade_turns_them_back_to_stuck(db_ur
     finally:
         engine.dispose()
     assert _diff(db_url) == []
+
+
+def test_0005_gives_old_orders_the_bill_lines_their_history_recorded(db_url):
+    """Orders made before 0005 kept their priced bills only in the `created` event; the
+    upgrade copies them to orders.bill_lines, which receipts now read."""
+    import datetime as dt
+    import json
+
+    from sqlalchemy import text
+
+    from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
+    from selfpay.services.receipts import load_receipt
+
+    migrate.upgrade(db_url, "0004")
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for no, bills in (("SPOLD1", [[7, "2026-09", 10000], [8, "2026-10", 5050]]),
+                              ("SPOLD2", None)):
+                conn.execute(text(
+                    "INSERT INTO orders (order_no, idempotency_key, request_hash, biller, "
+                    "account, bill_ids, amount_fen, channel, status, action, created_at, "
+                    "updated_at, expires_at) VALUES (:no, :no, 'h', 'ELEC', '0012345678', "
+                    ":ids, 15050, 'sandbox', 'posted', '{}', :now, :now, :now)"),
+                    {"no": no, "ids": json.dumps([7, 8]), "now": now})
+                if bills is not None:
+                    conn.execute(text(
+                        "INSERT INTO order_events (order_no, at, kind, from_status, "
+                        "to_status, detail) VALUES (:no, :now, 'state', '', 'created', :d)"),
+                        {"no": no, "now": now, "d": json.dumps({"bills": bills})})
+        migrate.upgrade(db_url)
+        receipt = load_receipt(SqlAlchemyUnitOfWork(engine), "SPOLD1")
+        assert receipt is not None
+        assert [(x.bill_id, x.period, x.amount_fen) for x in receipt.lines] == [
+            (7, "2026-09", 10000), (8, "2026-10", 5050)]
+        bare = load_receipt(SqlAlchemyUnitOfWork(engine), "SPOLD2")
+        assert bare is not None and bare.lines == ()
+    finally:
+        engine.dispose()
+    assert _diff(db_url) == []
+

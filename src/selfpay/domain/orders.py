@@ -95,6 +95,16 @@ class OrderEvent:
     detail: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    """A bill as the order priced it: what the receipt shows, with no look-up of the
+    bills table (which the DMZ does not have behind a bridge)."""
+
+    bill_id: int
+    period: str
+    amount_fen: int  # what this order pays of the bill
+
+
 @dataclass(slots=True)
 class Order:
     order_no: str
@@ -117,6 +127,8 @@ class Order:
     email: str = ""  # receipt address, optional
     action: dict[str, Any] = field(default_factory=dict)  # what the client needs to pay
     version: int = 0  # bumped by the repository on every update (optimistic check)
+    lines: tuple[OrderLine, ...] = ()  # the bills priced, in bill_ids order
+    holder: str = ""  # the account holder's name, masked, as the order was priced
     events: list[OrderEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:

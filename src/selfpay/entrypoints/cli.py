@@ -329,19 +329,89 @@ def keys_new(key_id: Annotated[str, typer.Argument(help="one character 0-9 or A-
 def serve(
     host: Annotated[str | None, typer.Option(help="default: SELFPAY_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: SELFPAY_PORT")] = None,
+    workers: Annotated[int, typer.Option(
+        help="web processes sharing the port; 0: one per core")] = 0,
 ) -> None:
-    """Run the web tier (public pages, API, admin console)."""
+    """Run the web tier (public pages, API, admin console). Each process also runs the
+    posting / reconcile / message loops unless SELFPAY_RUN_WORKER=false (then run
+    `selfpay worker` on its own)."""
     import uvicorn
 
     from selfpay.entrypoints.web.app import create_app
 
+    # Settings, generated secrets and migrations once, here, before any process starts:
+    # web processes read the same secrets file and find the schema ready.
     c = _container()
     s = c.settings
+    n = workers or os.cpu_count() or 1
+    bind: dict[str, Any] = {"host": host or s.host, "port": port or s.port, "log_level": "info",
+            # X-Forwarded-For is read by the app itself, and only from the proxies in
+            # SELFPAY_TRUSTED_PROXIES (entrypoints/web/deps.py client_ip)
+            "proxy_headers": False}
+    if n == 1:
+        try:
+            uvicorn.run(create_app(s, container=c), **bind)
+        finally:
+            c.close()  # the bridge client's event loop thread would keep the process alive
+        return
+    c.close()
+    # Each process builds its own container from the same environment (and the
+    # secrets file written above); uvicorn restarts a process that dies.
+    uvicorn.run("selfpay.entrypoints.web.app:create_app", factory=True, workers=n, **bind)
+
+
+@app.command("worker")
+def worker(
+    once: Annotated[bool, typer.Option(help="One round, then exit")] = False,
+) -> None:
+    """Run the posting, reconcile and message loops without a web tier. Any number of
+    workers (and `serve` processes with SELFPAY_RUN_WORKER=true) may run at once on any
+    machines: rows are claimed with SKIP LOCKED under leases and fencing tokens."""
+    import logging
+    import signal
+    import threading
+
+    from selfpay.adapters.channels.sandbox import SandboxChannel
+    from selfpay.adapters.worker_thread import WorkerThread
+    from selfpay.bootstrap import build_embedded_agent
+    from selfpay.services.worker import run_once
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    c = _container()
+    s = c.settings
+    work_orders = c.work_orders if c.work_orders.enabled else None
     try:
-        uvicorn.run(create_app(s, container=c), host=host or s.host, port=port or s.port,
-                    log_level="info", proxy_headers=True)
+        if once:
+            counts = run_once(c.payments, c.notifier, work_orders=work_orders)
+            out.print(" ".join(f"{k}={v}" for k, v in counts.items()))
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        loop = WorkerThread(c.payments, c.notifier, work_orders=work_orders,
+                            interval_s=s.worker_interval_s,
+                            reconcile_interval_s=s.reconcile_interval_s)
+        # The sandbox plays an outside payment platform; its notification deliveries
+        # are background work too (a web tier with SELFPAY_RUN_WORKER=false skips them).
+        sandbox = c.channels.get("sandbox")
+        agent = build_embedded_agent(c)
+        if agent is not None:
+            agent.start()
+        loop.start()
+        if isinstance(sandbox, SandboxChannel):
+            sandbox.start()
+        out.print(f"worker running (every {s.worker_interval_s:g} s; reconcile every "
+                  f"{s.reconcile_interval_s:g} s); Ctrl-C stops it")
+        while not stop.wait(1.0):
+            if not loop.running:  # pragma: no cover - the loop isolates its errors
+                raise _fail("the worker loop ended unexpectedly")
+        loop.stop()
+        if isinstance(sandbox, SandboxChannel):
+            sandbox.stop()
+        if agent is not None:
+            agent.stop()
     finally:
-        c.close()  # the bridge client's event loop thread would keep the process alive
+        c.close()
 
 
 @app.command("demo")

@@ -53,6 +53,7 @@ from selfpay.domain.orders import (
     InvalidTransition,
     Order,
     OrderEvent,
+    OrderLine,
     OrderStatus,
     choose_bills,
     new_order_no,
@@ -252,6 +253,8 @@ class Payments:
             biller=biller, account=account, bill_ids=chosen, amount_fen=amount,
             channel=cmd.channel, created_at=now, expires_at=now + self._ttl,
             payer=cmd.payer or cmd.payer_openid, email=cmd.email,
+            lines=tuple(OrderLine(b, periods.get(b, ""), owed[b]) for b in chosen),
+            holder=summary.masked_name,
         )
         order.events.append(OrderEvent("state", "", S.CREATED.value, {
             "amount_fen": amount, "channel": cmd.channel,
@@ -504,29 +507,20 @@ class Payments:
     # --- posting ------------------------------------------------------------------
 
     def dispatch_postings(self, limit: int = 20) -> int:
-        """Post due outbox rows to the billing system; returns how many were posted."""
-        now = self._clock()
-        lease_until = now + self._lease
+        """Post due outbox rows to the billing system; returns how many were posted.
 
-        def claim(uow: UnitOfWork) -> list[tuple[Posting, Order]]:
-            claimed: list[tuple[Posting, Order]] = []
-            for posting in uow.postings.due(now, limit=limit):
-                order = uow.orders.get(posting.order_no)
-                if order is None:  # pragma: no cover - a foreign key guarantees it
-                    continue
-                # Claimed for the lease: other workers skip it until then; a crash
-                # before the outcome is written only delays the next try.
-                posting.attempts += 1
-                posting.next_attempt_at = lease_until
-                uow.postings.save(posting)
-                claimed.append((posting, order))
-            uow.commit()
-            return claimed
-
-        with self._uow_factory() as uow:
-            claimed = claim(uow)
+        Rows are claimed one at a time, right before their billing call, so that each
+        lease (`posting_lease`, longer than the billing call's own timeout) starts when
+        its call does; a claim is a short transaction of its own."""
         posted = 0
-        for posting, order in claimed:
+        for _ in range(limit):
+            now = self._clock()
+            with self._uow_factory() as uow:
+                posting = uow.postings.claim_due(now, lease_until=now + self._lease)
+                order = uow.orders.get(posting.order_no) if posting is not None else None
+                uow.commit()
+            if posting is None or order is None:
+                break
             if self._post_one(posting, order):
                 posted += 1
         return posted
@@ -559,6 +553,10 @@ class Payments:
             posting = uow.postings.get(claimed.order_no)
             if order is None or posting is None or posting.status == "done":
                 return False  # another worker finished it
+            if posting.claim != claimed.claim:
+                log.warning("posting of %s: lease lost to a newer claim; its outcome is "
+                            "left to that one", claimed.order_no)
+                return False
             now = self._clock()
             _event(order, "posting", attempt=claimed.attempts, result="posted",
                    duplicate=result.duplicate, applied=[list(a) for a in result.applied],
@@ -567,7 +565,9 @@ class Payments:
             posting.status = "done"
             posting.done_at = now
             posting.last_error = ""
-            uow.postings.save(posting)
+            if not uow.postings.save(posting):  # re-claimed since the check above
+                uow.rollback()
+                return False
             uow.orders.save(order, now=now)
             uow.messages.add(self._receipt(uow, order, result))
             uow.commit()
@@ -584,6 +584,10 @@ class Payments:
             order = uow.orders.get(claimed.order_no, for_update=True)
             posting = uow.postings.get(claimed.order_no)
             if order is None or posting is None or posting.status == "done":
+                return
+            if posting.claim != claimed.claim:  # a newer claim owns the outcome now
+                log.warning("posting of %s failed after its lease was lost: %s",
+                            claimed.order_no, error)
                 return
             now = self._clock()
             delay = min(POSTING_BACKOFF * 2 ** max(posting.attempts - 1, 0),
@@ -605,7 +609,9 @@ class Payments:
             _event(order, "posting", attempt=posting.attempts, result="failed",
                    error=error, next_attempt_at=posting.next_attempt_at.isoformat(),
                    stuck=posting.status == "stuck", dead=posting.status == "dead")
-            uow.postings.save(posting)
+            if not uow.postings.save(posting):
+                uow.rollback()
+                return
             uow.orders.save(order, now=now)
             uow.commit()
 
@@ -630,7 +636,8 @@ class Payments:
             posting.dead_at = None
             _event(order, "note", posting="replayed", by=actor, attempts_before=previous,
                    last_error=posting.last_error)
-            uow.postings.save(posting)
+            if not uow.postings.save(posting, new_claim=True):  # pragma: no cover
+                raise StaleOrder(f"the posting of {order_no} changed meanwhile")
             uow.orders.save(order, now=now)
             uow.audit.record(AuditEntry(
                 id=None, at=now, actor=actor, action="posting.replay", target=order_no,
@@ -645,11 +652,7 @@ class Payments:
         return self._in_tx(apply)
 
     def _receipt(self, uow: UnitOfWork, order: Order, result: PostingResult) -> Message:
-        periods: dict[int, str] = {}
-        for entry in uow.orders.history(order.order_no):
-            if entry.to_status == S.CREATED.value and entry.kind == "state":
-                periods = {int(b[0]): str(b[1]) for b in entry.detail.get("bills", [])}
-                break
+        periods = {line.bill_id: line.period for line in order.lines}
         bills = "、".join(
             f"{periods.get(b) or '#' + str(b)} {format_fen(fen)}" for b, fen in result.applied
         ) or "—"
@@ -790,15 +793,20 @@ class Payments:
     # --- messages -----------------------------------------------------------------
 
     def deliver_messages(self, notifier: Notifier, limit: int = 20) -> int:
-        """Hand queued messages to the notifier; returns how many were sent."""
-        now = self._clock()
-        with self._uow_factory() as uow:
-            batch = uow.messages.queued(limit=limit, now=now)
-            for message in batch:  # claimed: other workers skip them for the lease
-                uow.messages.save(replace(message, next_attempt_at=now + MESSAGE_LEASE))
-            uow.commit()
+        """Hand queued messages to the notifier; returns how many were sent.
+
+        Each is claimed on its own for MESSAGE_LEASE (longer than a notifier's own
+        timeout) under a fencing token: two workers never send one message twice, and
+        a worker whose lease ran out cannot overwrite the outcome of the one that took
+        it over."""
         sent = 0
-        for message in batch:
+        for _ in range(limit):
+            now = self._clock()
+            with self._uow_factory() as uow:
+                message = uow.messages.claim_due(now, lease_until=now + MESSAGE_LEASE)
+                uow.commit()
+            if message is None:
+                break
             try:
                 notifier.send(message)
             except NotifierError as exc:
@@ -819,6 +827,8 @@ class Payments:
                 message.error = ""
                 sent += 1
             with self._uow_factory() as uow:
-                uow.messages.save(message)
-                uow.commit()
+                if uow.messages.save(message):
+                    uow.commit()
+                else:
+                    log.warning("message %s: lease lost to a newer claim", message.id)
         return sent

@@ -369,6 +369,7 @@ class Message:
     error: str = ""
     attempts: int = 0  # failed deliveries so far
     next_attempt_at: dt.datetime | None = None  # None: as soon as possible
+    claim: int = 0  # fencing token of the worker that holds it (see PostingOutbox)
 
 
 class Notifier(Protocol):
@@ -396,6 +397,7 @@ class Posting:
     last_error: str = ""
     done_at: dt.datetime | None = None
     dead_at: dt.datetime | None = None
+    claim: int = 0  # fencing token: bumped by every claim
 
 
 @dataclass(slots=True)
@@ -455,11 +457,22 @@ class OrderRepository(Protocol):
 
 
 class PostingOutbox(Protocol):
+    """Outbox rows are claimed one at a time for a lease, under a fencing token:
+
+    - `claim_due` takes the oldest due row that no other worker is claiming (FOR UPDATE
+      SKIP LOCKED on PostgreSQL), bumps its attempts and its `claim`, and makes it due
+      again only at `lease_until`; the caller commits.
+    - `save` writes a row only while it still carries the claim the caller holds. A
+      worker whose lease ran out (another worker claimed the row since) gets False and
+      must roll back: it cannot overwrite the live claim's outcome.
+    """
+
     def add(self, posting: Posting) -> None: ...
-    def due(self, now: dt.datetime, *, limit: int = 20) -> list[Posting]:
-        """Due rows, locked for this worker (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+    def claim_due(self, now: dt.datetime, *, lease_until: dt.datetime) -> Posting | None: ...
+    def save(self, posting: Posting, *, new_claim: bool = False) -> bool:
+        """Write `posting` if its row still has `posting.claim`; `new_claim` also bumps
+        the token (a staff replay fences out whatever worker held it before)."""
         ...
-    def save(self, posting: Posting) -> None: ...
     def get(self, order_no: str) -> Posting | None: ...
     def list(self, *, status: str = "", limit: int = 50, offset: int = 0) -> Page[Posting]: ...
 
@@ -471,11 +484,16 @@ class NotificationLog(Protocol):
 
 
 class MessageOutbox(Protocol):
+    """Claimed like PostingOutbox: one at a time, for a lease, under a fencing token."""
+
     def add(self, message: Message) -> int: ...
     def queued(self, *, limit: int = 20, now: dt.datetime | None = None) -> list[Message]:
         """Queued messages, oldest first; with `now`, only those due by then."""
         ...
-    def save(self, message: Message) -> None: ...
+    def claim_due(self, now: dt.datetime, *, lease_until: dt.datetime) -> Message | None: ...
+    def save(self, message: Message) -> bool:
+        """Write `message` if its row still has `message.claim`."""
+        ...
     def list(self, *, kind: str = "", limit: int = 50, offset: int = 0) -> Page[Message]: ...
 
 

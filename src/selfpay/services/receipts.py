@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from selfpay.domain.accounts import Bill, mask_name
 from selfpay.domain.orders import Order, OrderStatus
 from selfpay.services.ports import UnitOfWork
 
@@ -19,7 +18,7 @@ PAID_STATES = frozenset({OrderStatus.PAID, OrderStatus.POSTED})
 class ReceiptLine:
     bill_id: int
     period: str
-    amount_fen: int | None  # the bill's amount; None when the order settled part of it
+    amount_fen: int | None  # what the order pays of the bill (None: not recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,29 +44,18 @@ class Receipt:
 
 
 def receipt_of(uow: UnitOfWork, order: Order) -> Receipt:
-    """The receipt of `order`, read inside the caller's unit of work."""
+    """The receipt of `order`, read inside the caller's unit of work: the bills as the
+    order priced them (what it pays of each) and the holder as it was masked then. One
+    look-up by primary key (the biller's name); no search of the bills table, whose size
+    must not matter here and which a DMZ behind a bridge does not even have."""
     biller = uow.billers.get(order.biller)
-    account = uow.accounts.get(order.biller, order.account)
-    wanted = set(order.bill_ids)
-    found: dict[int | None, Bill] = {}
-    if wanted:
-        # The bills of this account (any status): settled ones are no longer open.
-        page = uow.bills.search(query=order.account, biller=order.biller, limit=1000)
-        found = {b.id: b for b in page.items if b.id in wanted and b.account == order.account}
-    lines: list[ReceiptLine] = []
-    for bill_id in order.bill_ids:
-        bill = found.get(bill_id)
-        if bill is not None:
-            lines.append(ReceiptLine(bill_id, bill.period, bill.amount_fen))
-    if lines and sum(x.amount_fen or 0 for x in lines) != order.amount_fen:
-        # Partly paid bills: show what the order settled, not the bills' full amounts.
-        lines = [ReceiptLine(x.bill_id, x.period, None) for x in lines]
+    lines = tuple(ReceiptLine(x.bill_id, x.period, x.amount_fen) for x in order.lines)
     return Receipt(
         order_no=order.order_no, status=order.status.value, biller=order.biller,
         biller_name=biller.name if biller else order.biller,
         biller_name_en=(biller.name_en or biller.name) if biller else order.biller,
-        account=order.account, masked_name=mask_name(account.name) if account else "",
-        lines=tuple(lines), amount_fen=order.amount_fen, channel=order.channel,
+        account=order.account, masked_name=order.holder,
+        lines=lines, amount_fen=order.amount_fen, channel=order.channel,
         channel_txn_id=order.channel_txn_id, created_at=order.created_at,
         paid_at=order.paid_at, posted_at=order.posted_at,
     )

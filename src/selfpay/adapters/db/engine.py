@@ -28,18 +28,26 @@ def normalize_url(url: str) -> str:
     return url
 
 
+POOL_KEYS = ("pool_size", "max_overflow", "pool_timeout")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    """`pool_size`, `max_overflow` and `pool_timeout` (SELFPAY_DB_POOL_*) size the
+    PostgreSQL pool of this process; SQLite ignores them."""
     url = normalize_url(url)
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        for key in POOL_KEYS:
+            kwargs.pop(key, None)
         return _sqlite_engine(url, **kwargs)
     if backend == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
-        # FastAPI runs sync routes on up to 40 threads, plus the worker and the sandbox:
-        # SQLAlchemy's default 5 + 10 connections made requests queue for a connection.
+        # Sync routes run on up to 40 threads, plus the worker: a request that waits
+        # longer than pool_timeout for a connection fails fast (503) instead of piling up.
         kwargs.setdefault("pool_size", 10)
-        kwargs.setdefault("max_overflow", 30)
+        kwargs.setdefault("max_overflow", 10)
+        kwargs.setdefault("pool_timeout", 10.0)
         # psycopg prepares a statement after 5 runs and PostgreSQL then may switch to a
         # generic plan; for `number IN (500 params)` right after a bulk import (no
         # statistics yet) that plan is a sequential scan, 50x slower. Plan each time.

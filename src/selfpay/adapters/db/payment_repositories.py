@@ -3,8 +3,9 @@ over SQLAlchemy Core. Like repositories.py: they use the unit of work's Connecti
 commit, store UTC and read back aware datetimes.
 
 `for_update=True` is SELECT ... FOR UPDATE on PostgreSQL; on SQLite the BEGIN IMMEDIATE
-of engine.py already holds the database's write lock. PostingOutbox.due() adds SKIP
-LOCKED on PostgreSQL so that several workers take different rows.
+of engine.py already holds the database's write lock. The outboxes' claim_due() adds SKIP
+LOCKED on PostgreSQL so that several workers take different rows, and their save() is
+fenced by the row's claim token.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from selfpay.adapters.db.repositories import (
     _page,
     _utc,
 )
-from selfpay.domain.orders import OPEN_STATES, Order, OrderStatus
+from selfpay.domain.orders import OPEN_STATES, Order, OrderLine, OrderStatus
 from selfpay.services.ports import (
     DuplicateKey,
     Message,
@@ -66,6 +67,8 @@ def _order(row: Row[Any]) -> Order:
         email=row.email,
         action=dict(row.action or {}),
         version=row.version,
+        lines=tuple(OrderLine(int(b), str(p), int(f)) for b, p, f in (row.bill_lines or [])),
+        holder=row.holder,
     )
 
 
@@ -100,6 +103,8 @@ class SqlAlchemyOrderRepository:
                     bill_ids=list(order.bill_ids),
                     amount_fen=order.amount_fen,
                     channel=order.channel,
+                    bill_lines=[[x.bill_id, x.period, x.amount_fen] for x in order.lines],
+                    holder=order.holder,
                     created_at=_utc(order.created_at),
                     updated_at=_utc(order.created_at),
                     version=order.version,
@@ -212,7 +217,7 @@ def _posting(row: Row[Any]) -> Posting:
         order_no=row.order_no, created_at=_aware(row.created_at),
         next_attempt_at=_aware(row.next_attempt_at), attempts=row.attempts,
         status=row.status, last_error=row.last_error, done_at=_opt(row.done_at),
-        dead_at=_opt(row.dead_at),
+        dead_at=_opt(row.dead_at), claim=row.claim,
     )
 
 
@@ -235,26 +240,39 @@ class SqlAlchemyPostingOutbox:
                 raise DuplicateKey(posting.order_no) from exc
             raise
 
-    def due(self, now: dt.datetime, *, limit: int = 20) -> list[Posting]:
+    def claim_due(self, now: dt.datetime, *, lease_until: dt.datetime) -> Posting | None:
         p = t.postings.c
         stmt = (
             select(t.postings)
             .where(p.status.in_(("pending", "stuck")), p.next_attempt_at <= _utc(now))
             .order_by(p.next_attempt_at)
-            .limit(limit)
+            .limit(1)
         )
         if self._conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
-        return [_posting(r) for r in self._conn.execute(stmt)]
+        row = self._conn.execute(stmt).first()
+        if row is None:
+            return None
+        posting = _posting(row)
+        posting.attempts += 1
+        posting.next_attempt_at = lease_until
+        self.save(posting, new_claim=True)
+        return posting
 
-    def save(self, posting: Posting) -> None:
-        self._conn.execute(
+    def save(self, posting: Posting, *, new_claim: bool = False) -> bool:
+        p = t.postings.c
+        claim = posting.claim + 1 if new_claim else posting.claim
+        result = self._conn.execute(
             update(t.postings)
-            .where(t.postings.c.order_no == posting.order_no)
+            .where(p.order_no == posting.order_no, p.claim == posting.claim)
             .values(next_attempt_at=_utc(posting.next_attempt_at), attempts=posting.attempts,
                     status=posting.status, last_error=posting.last_error,
-                    done_at=_utc(posting.done_at), dead_at=_utc(posting.dead_at))
+                    done_at=_utc(posting.done_at), dead_at=_utc(posting.dead_at), claim=claim)
         )
+        if result.rowcount != 1:
+            return False
+        posting.claim = claim
+        return True
 
     def get(self, order_no: str) -> Posting | None:
         row = self._conn.execute(
@@ -322,7 +340,7 @@ def _message(row: Row[Any]) -> Message:
         attachments=[(str(name), str(ctype), base64.b64decode(data))
                      for name, ctype, data in row.attachments],
         status=row.status, sent_at=_opt(row.sent_at), error=row.error,
-        attempts=row.attempts, next_attempt_at=_opt(row.next_attempt_at),
+        attempts=row.attempts, next_attempt_at=_opt(row.next_attempt_at), claim=row.claim,
     )
 
 
@@ -354,13 +372,40 @@ class SqlAlchemyMessageOutbox:
         rows = self._conn.execute(stmt.order_by(m.id).limit(limit))
         return [_message(r) for r in rows]
 
-    def save(self, message: Message) -> None:
+    def claim_due(self, now: dt.datetime, *, lease_until: dt.datetime) -> Message | None:
+        m = t.messages.c
+        stmt = (
+            select(t.messages)
+            .where(m.status == "queued",
+                   or_(m.next_attempt_at.is_(None), m.next_attempt_at <= _utc(now)))
+            .order_by(m.id)
+            .limit(1)
+        )
+        if self._conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        row = self._conn.execute(stmt).first()
+        if row is None:
+            return None
+        message = _message(row)
+        result = self._conn.execute(
+            update(t.messages).where(m.id == message.id, m.claim == message.claim)
+            .values(claim=message.claim + 1, next_attempt_at=_utc(lease_until))
+        )
+        if result.rowcount != 1:  # pragma: no cover - the row is locked
+            return None
+        message.claim += 1
+        message.next_attempt_at = lease_until
+        return message
+
+    def save(self, message: Message) -> bool:
         if message.id is None:
             raise ValueError("cannot save a message that has no id")
-        self._conn.execute(
-            update(t.messages).where(t.messages.c.id == message.id)
+        m = t.messages.c
+        result = self._conn.execute(
+            update(t.messages).where(m.id == message.id, m.claim == message.claim)
             .values(**_message_values(message))
         )
+        return bool(result.rowcount == 1)
 
     def list(self, *, kind: str = "", limit: int = 50, offset: int = 0) -> Page[Message]:
         m = t.messages.c

@@ -174,6 +174,10 @@ orders = Table(
     Column("payer", String(128), nullable=False, server_default=""),
     Column("email", String(254), nullable=False, server_default=""),
     Column("action", JSON, nullable=False),
+    # the bills as priced, [[bill_id, period, fen], ...], and the masked holder: the
+    # receipt is built from these, never from a search of the bills table
+    Column("bill_lines", JSON, nullable=False),
+    Column("holder", String(128), nullable=False, server_default=""),
     Column("version", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -213,6 +217,9 @@ postings = Table(
     Column("last_error", Text, nullable=False, server_default=""),
     Column("done_at", DateTime(timezone=True), nullable=True),
     Column("dead_at", DateTime(timezone=True), nullable=True),  # moved to the dead letters
+    # fencing token: bumped by every claim; an outcome is written only by the claim that
+    # holds the current token, so a worker whose lease ran out cannot overwrite the live one
+    Column("claim", Integer, nullable=False, server_default="0"),
     CheckConstraint("status IN ('pending', 'done', 'stuck', 'dead')", name="status_known"),
 )
 Index("ix_postings_due", postings.c.status, postings.c.next_attempt_at)
@@ -250,6 +257,7 @@ messages = Table(
     # back-off, then the message is marked failed)
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("claim", Integer, nullable=False, server_default="0"),  # fencing token, as postings
 )
 Index("ix_messages_status", messages.c.status, messages.c.id)
 
