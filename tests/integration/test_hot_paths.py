@@ -127,8 +127,8 @@ def grow(container: Container, n: int) -> None:
     order leaves behind, then ANALYZE (as autovacuum would)."""
     stmts = [
         "INSERT INTO accounts (biller, number, name, phone, address, balance_fen, created_at,"
-        " updated_at) SELECT 'ELEC', '8' || lpad(g::text, 9, '0'), '李四', '139' || lpad(g::text, 8,"
-        " '0'), '', 0, now(), now() FROM generate_series(1, :n) g",
+        " updated_at) SELECT 'ELEC', '8' || lpad(g::text, 9, '0'), '李四',"
+        " '139' || lpad(g::text, 8, '0'), '', 0, now(), now() FROM generate_series(1, :n) g",
         "INSERT INTO bills (biller, account, period, amount_fen, paid_fen, status, created_at)"
         " SELECT 'ELEC', '8' || lpad(g::text, 9, '0'), p, 1000, 1000, 'paid', now()"
         " FROM generate_series(1, :n) g, (VALUES ('2026-08'), ('2026-09')) v(p)",
