@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -27,6 +29,7 @@ from selfpay.entrypoints.web.deps import Forbidden, LoginRequired, render
 from selfpay.entrypoints.web.i18n import LocaleMiddleware, pick_lang, request_lang, translate
 from selfpay.entrypoints.web.templating import make_templates
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 SESSION_COOKIE = "selfpay_session"
 
@@ -223,6 +226,25 @@ def _install_error_pages(app: FastAPI) -> None:
         message = translate(request_lang(request), "error.not_found")
         return render(request, "error.html", {"status": 404, "message": message},
                       status_code=404)
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    @app.exception_handler(sa_exc.OperationalError)
+    async def overloaded(request: Request, exc: Exception) -> Response:
+        # Every database connection of this process is busy past SELFPAY_DB_POOL_TIMEOUT_S,
+        # or the database is unreachable: answer at once with 503 and Retry-After (a
+        # load balancer moves on, a phone retries with the same Idempotency-Key) rather
+        # than queue. Whatever the request did was in a transaction and is rolled back.
+        log.warning("503 for %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        message = translate(request_lang(request), "error.busy")
+        headers = {"Retry-After": "2"}
+        if wants_json(request) or request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": message, "code": "overloaded", "retryable": True},
+                                status_code=503, headers=headers)
+        response = render(request, "error.html", {"status": 503, "message": message},
+                          status_code=503)
+        response.headers.update(headers)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -1,0 +1,54 @@
+"""Past capacity the server answers 503 with Retry-After at once, never queues a request
+for long nor leaves anything half-done; health stays fast."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from selfpay.domain.accounts import Account, Bill
+from selfpay.entrypoints.web.app import create_app
+from support.web import TestClient, build_container, code_path
+
+pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_url", ["postgres"], indirect=True)]
+
+
+def test_a_full_connection_pool_gets_a_quick_503_with_retry_after(db_url: str,
+                                                                   tmp_path: Path) -> None:
+    container = build_container(
+        tmp_path, accounts=[Account("ELEC", "0012345678", "张三丰", "")],
+        bills=[Bill(None, "ELEC", "0012345678", "2026-10", 5050, None)],
+        database_url=db_url, run_worker=False, db_pool_size=1, db_max_overflow=0,
+        db_pool_timeout_s=0.3)
+    app = create_app(container=container)
+    try:
+        with TestClient(app) as client:
+            held = container.engine.connect()  # every connection of this process is busy
+            try:
+                started = time.monotonic()
+                api = client.post("/api/v1/orders", headers={"Idempotency-Key": "k1"},
+                                  json={"biller": "ELEC", "account": "0012345678",
+                                        "channel": "sandbox"})
+                page = client.get(code_path(container, "ELEC", "0012345678"))
+                health = client.get("/healthz")
+                took = time.monotonic() - started
+            finally:
+                held.close()
+            assert api.status_code == 503 and api.headers["Retry-After"] == "2"
+            assert api.json()["code"] == "overloaded" and api.json()["retryable"] is True
+            assert page.status_code == 503 and "系统繁忙" in page.text
+            assert page.headers["Retry-After"] == "2"
+            assert health.status_code == 200
+            assert took < 5, f"waited {took:.1f} s instead of failing fast"
+
+            # nothing was half-done: the same key now makes the order, once
+            again = client.post("/api/v1/orders", headers={"Idempotency-Key": "k1"},
+                                json={"biller": "ELEC", "account": "0012345678",
+                                      "channel": "sandbox"})
+            assert again.status_code == 201, again.text
+            with container.uow_factory() as uow:
+                assert uow.orders.search().total == 1
+    finally:
+        container.close()
