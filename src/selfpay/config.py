@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = 8000
+    access_log: bool = True  # uvicorn's per-request log; nginx in front keeps its own
     locale: Literal["zh-CN", "en"] = "zh-CN"
     timezone: str = "Asia/Shanghai"  # times are stored in UTC and shown in this zone
 

@@ -345,6 +345,7 @@ def serve(
     s = c.settings
     n = workers or os.cpu_count() or 1
     bind: dict[str, Any] = {"host": host or s.host, "port": port or s.port, "log_level": "info",
+                            "access_log": s.access_log,
             # X-Forwarded-For is read by the app itself, and only from the proxies in
             # SELFPAY_TRUSTED_PROXIES (entrypoints/web/deps.py client_ip)
             "proxy_headers": False}
