@@ -72,8 +72,13 @@ class SmtpNotifier:
         mail["To"] = message.to
         mail["Subject"] = message.subject or message.kind
         mail["Date"] = formatdate(localtime=False)
-        mail["Message-ID"] = make_msgid(domain=parseaddr(self.sender)[1].partition("@")[2]
-                                        or "selfpay.local")
+        domain = parseaddr(self.sender)[1].partition("@")[2] or "selfpay.local"
+        # The same outbox message always gets the same Message-ID: if a worker dies after
+        # the SMTP server took a message but before it was marked sent, the one repeat
+        # that follows is recognisable as such (mail systems drop it).
+        mail["Message-ID"] = (f"<selfpay.{message.kind}.{message.id}."
+                              f"{int(message.created_at.timestamp())}@{domain}>"
+                              if message.id is not None else make_msgid(domain=domain))
         mail.set_content(message.body)
         for name, content_type, data in message.attachments:
             maintype, _, subtype = content_type.partition("/")
