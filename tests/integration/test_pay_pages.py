@@ -21,7 +21,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from selfpay.bootstrap import Container, bootstrap
 from selfpay.domain.accounts import Account, Bill
-from selfpay.domain.orders import Order, OrderEvent, new_order_no
+from selfpay.domain.orders import Order, OrderEvent, OrderLine, new_order_no
 from selfpay.entrypoints.web.app import create_app
 from selfpay.entrypoints.web.pay import PAYER_COOKIE, qr_svg, set_payer_cookie
 from selfpay.services.ports import Message, Posting, ReceivedNotification
@@ -78,12 +78,17 @@ def staff(site: Site, role: str) -> TestClient:
 def make_order(site: Site, *, biller: str = "WATER", account: str = "W-001",
                bill_ids: tuple[int, ...] = (), amount_fen: int = 3000,
                action: dict[str, object] | None = None) -> Order:
-    """An order stored as the payments service would store it, with a started attempt."""
+    """An order stored as the payments service would store it, with a started attempt:
+    the chosen bills as priced from the account's summary, and the masked holder."""
+    summary = site.container.billing.account_summary(biller, account)
+    owed = {b.id: b for b in summary.open_bills}
     order = Order(
         order_no=new_order_no(NOW), idempotency_key=f"key-{new_order_no(NOW)}",
         request_hash="h", biller=biller, account=account, bill_ids=bill_ids,
         amount_fen=amount_fen, channel="sandbox", created_at=NOW,
         expires_at=NOW + dt.timedelta(minutes=30), payer="web:tester",
+        lines=tuple(OrderLine(b, owed[b].period, owed[b].outstanding_fen) for b in bill_ids),
+        holder=summary.masked_name,
     )
     order.events.append(OrderEvent("state", "", "created", {"amount_fen": amount_fen}))
     order.start_attempt(action or {"kind": "redirect", "mode": "cashier",

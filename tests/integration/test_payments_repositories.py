@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -84,14 +85,24 @@ def test_postings_are_unique_and_due_in_time_order(uow_factory: UowFactory) -> N
         with pytest.raises(DuplicateKey):
             uow.postings.add(Posting("SP20261101BBBBBBBBBBBBBBBB", NOW, NOW))
         uow.rollback()
-        assert [p.order_no for p in uow.postings.due(NOW)] == ["SP20261101BBBBBBBBBBBBBBBB"]
-        due = uow.postings.due(NOW + dt.timedelta(seconds=10))
-        assert len(due) == 2
-        due[0].status = "done"
-        uow.postings.save(due[0])
+        lease = NOW + dt.timedelta(seconds=60)
+        first = uow.postings.claim_due(NOW, lease_until=lease)
+        assert first is not None and first.order_no == "SP20261101BBBBBBBBBBBBBBBB"
+        assert (first.claim, first.attempts, first.next_attempt_at) == (1, 1, lease)
+        assert uow.postings.claim_due(NOW, lease_until=lease) is None  # the other: not due
         uow.commit()
     with uow_factory() as uow:
-        assert len(uow.postings.due(NOW + dt.timedelta(seconds=10))) == 1
+        later = NOW + dt.timedelta(seconds=10)
+        second = uow.postings.claim_due(later, lease_until=later + dt.timedelta(seconds=60))
+        assert second is not None and second.order_no == "SP20261101AAAAAAAAAAAAAAAA"
+        assert uow.postings.claim_due(later, lease_until=later) is None  # both leased
+        second.status = "done"
+        assert uow.postings.save(second)
+        stale = replace(first, status="stuck", claim=0)  # a claim that is no longer current
+        assert not uow.postings.save(stale)
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.postings.get("SP20261101BBBBBBBBBBBBBBBB").status == "pending"
         assert uow.postings.list(status="done").total == 1
 
 
