@@ -135,6 +135,7 @@ def test_refusal_is_429_with_retry_after_in_json_or_html(tmp_path: Path, prefix:
         assert "set-cookie" not in html.headers  # nothing behind the limit ran
         en = client.get("/lookup?lang=en")
         assert en.status_code == 429 and "Too many requests" in en.text
+        assert "set-cookie" not in en.headers  # the locale middleware did not run either
         as_json = client.get("/lookup", headers={"Accept": "application/json"})
         assert as_json.status_code == 429 and "detail" in as_json.json()
 
