@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -19,6 +20,7 @@ from selfpay.adapters.db.engine import make_engine
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
 from selfpay.adapters.notifiers import build_notifier
 from selfpay.adapters.passwords import Argon2Hasher
+from selfpay.adapters.ratelimit import LimitStore, build_store
 from selfpay.config import Settings
 from selfpay.domain.qrcodes import QrKeyring
 from selfpay.services.payments import Payments
@@ -29,12 +31,14 @@ from selfpay.services.ports import (
     PaymentChannel,
     UnitOfWork,
 )
+from selfpay.services.rate_limits import LimitTable
 from selfpay.services.work_orders import WorkOrders
 
 if TYPE_CHECKING:
     from selfpay.adapters.bridge.agent_thread import AgentThread
 
 CHANNELS_GROUP = "selfpay.channels"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Container:
     notifier: Notifier
     payments: Payments
     work_orders: WorkOrders
+    limit_store: LimitStore  # rate-limit windows: Redis (SELFPAY_REDIS_URL) or memory
+    rate_limits: LimitTable  # requests per minute per route group, as staff set them
 
     @property
     def batch_dir(self) -> Path:
@@ -65,6 +71,7 @@ class Container:
         close_billing = getattr(self.billing, "close", None)  # the bridge client's loop
         if callable(close_billing):
             close_billing()
+        self.limit_store.close()
         self.engine.dispose()
 
 
@@ -104,6 +111,9 @@ def bootstrap(
     def uow_factory() -> UnitOfWork:
         return SqlAlchemyUnitOfWork(engine)
 
+    if settings.env == "production" and not settings.redis_url:
+        log.warning("SELFPAY_REDIS_URL is not set: rate limits are counted per process, "
+                    "so several web processes each allow the full limit")
     # The built-in ledger shares the app's database when billing is in-process; with a
     # bridge (SELFPAY_TRANSPORT=embedded|stomp) the web tier knows only the broker.
     local = (lambda: LedgerBillingSystem(uow_factory)) if settings.billing == "ledger" else None
@@ -143,6 +153,8 @@ def bootstrap(
         notifier=notifier or build_notifier(settings, uow_factory),
         payments=payments,
         work_orders=work_orders,
+        limit_store=build_store(settings.redis_url, settings.redis_prefix),
+        rate_limits=LimitTable(uow_factory, default=settings.rate_limit_per_minute),
     )
 
 

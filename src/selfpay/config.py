@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -20,6 +22,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from selfpay.domain.qrcodes import QrKeyring, code_base
 
 SECRETS_FILE = "secrets.env"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(raw: str) -> tuple[IPNetwork, ...]:
+    """"10.0.0.1, 10.1.0.0/16, fd00::/8" -> networks (an address is a /32 or /128);
+    ValueError names the entry that is neither an address nor a network."""
+    networks: list[IPNetwork] = []
+    for item in raw.split(","):
+        entry = item.strip()
+        if not entry:
+            continue
+        try:
+            # strict: "10.0.0.1/8" has host bits set, which is a typo more often than not
+            networks.append(ipaddress.ip_network(entry, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"{entry!r} is not an IP address or network in CIDR form "
+                             f"(e.g. 10.0.0.5, 10.0.0.0/8, fd00::/8): {exc}") from exc
+    return tuple(networks)
 
 
 class Settings(BaseSettings):
@@ -79,6 +99,33 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_pool_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    # --- shared state and request limits (README: rate limits) ---------------------------
+    # "" keeps rate-limit counts in this process's memory: only for one process (demo)
+    redis_url: str = ""  # redis://host:6379/0, shared by every web process
+    redis_prefix: str = "selfpay"  # namespace of our keys in Redis
+    # comma-separated IPs / CIDRs of reverse proxies whose X-Forwarded-For is believed
+    trusted_proxies: str = ""
+    rate_limit_per_minute: int = Field(default=500, ge=0)  # per client and group; 0: off
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _plain_prefix(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", v):
+            raise ValueError("SELFPAY_REDIS_PREFIX must be 1 to 64 letters, digits or _ . : -")
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, v: str) -> str:
+        try:
+            parse_networks(v)
+        except ValueError as exc:
+            raise ValueError(f"SELFPAY_TRUSTED_PROXIES: {exc}") from None
+        return v
+
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def channel_names(self) -> list[str]:

@@ -15,11 +15,11 @@ import pytest
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
+from selfpay.adapters.ratelimit import RateLimiter, memory_store
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import Account, Bill
 from selfpay.domain.orders import Order, OrderEvent, new_order_no
 from selfpay.entrypoints.web.app import create_app
-from selfpay.entrypoints.web.auth import RateLimiter
 from selfpay.services.ports import Posting
 from support.web import BASE, CSRF_RE, add_staff, build_container, code_path, staff_login
 
@@ -62,6 +62,7 @@ def fresh_rate_limits(site: Site) -> None:
     """Every TestClient comes from the same address: each test starts with no reports
     counted against it."""
     site.app.state.work_order_limiter = RateLimiter(
+        memory_store(), name="work_order",
         limit=site.container.settings.work_orders_per_ip_per_hour, window_s=3600)
 
 

@@ -240,6 +240,21 @@ class QrBatchRepository(Protocol):
     def list(self, *, limit: int = 50, offset: int = 0) -> Page[QrBatch]: ...
 
 
+@dataclass(frozen=True)
+class RateLimitOverride:
+    """Requests per minute per client that staff set for a route group (0: unlimited)."""
+
+    group: str
+    per_minute: int
+    updated_by: str
+    updated_at: dt.datetime
+
+
+class RateLimitRepository(Protocol):
+    def all(self) -> dict[str, RateLimitOverride]: ...
+    def put(self, override: RateLimitOverride) -> None: ...
+
+
 class DuplicatePayment(Exception):
     """Raised by LedgerPaymentRepository.add when the payment id is already stored."""
 
@@ -261,6 +276,7 @@ class UnitOfWork(Protocol):
     payers: PayerAccounts
     work_orders: WorkOrderRepository
     ledger_work_orders: LedgerWorkOrderRepository
+    rate_limits: RateLimitRepository
 
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...

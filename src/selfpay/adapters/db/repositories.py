@@ -37,6 +37,7 @@ from selfpay.services.ports import (
     LedgerPayment,
     Page,
     QrBatch,
+    RateLimitOverride,
     RowError,
     User,
 )
@@ -513,3 +514,23 @@ __all__ = [
     "SqlAlchemyQrBatchRepository",
     "SqlAlchemyUserRepository",
 ]
+
+
+class SqlAlchemyRateLimitRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def all(self) -> dict[str, RateLimitOverride]:
+        return {
+            r.group: RateLimitOverride(r.group, r.per_minute, r.updated_by, _aware(r.updated_at))
+            for r in self._conn.execute(select(t.rate_limits))
+        }
+
+    def put(self, override: RateLimitOverride) -> None:
+        values = {"per_minute": override.per_minute, "updated_by": override.updated_by,
+                  "updated_at": _utc(override.updated_at)}
+        c = t.rate_limits.c
+        done = self._conn.execute(
+            update(t.rate_limits).where(c.group == override.group).values(**values))
+        if done.rowcount == 0:
+            self._conn.execute(insert(t.rate_limits).values(group=override.group, **values))

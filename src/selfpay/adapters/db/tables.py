@@ -124,6 +124,18 @@ audit_log = Table(
 )
 Index("ix_audit_log_at", audit_log.c.at)
 
+# Requests per minute per client that staff set for a route group (/admin/rate-limits);
+# a group without a row has SELFPAY_RATE_LIMIT_PER_MINUTE.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("group", String(16), primary_key=True),
+    Column("per_minute", Integer, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("per_minute >= 0", name="per_minute_not_negative"),
+)
+
 import_runs = Table(
     "import_runs",
     metadata,

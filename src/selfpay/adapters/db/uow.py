@@ -24,6 +24,7 @@ from selfpay.services.ports import (
     PayerAccounts,
     PostingOutbox,
     QrBatchRepository,
+    RateLimitRepository,
     SmsCodeRepository,
     UserRepository,
     WorkOrderRepository,
@@ -62,6 +63,7 @@ class SqlAlchemyUnitOfWork:
     payers: PayerAccounts
     work_orders: WorkOrderRepository
     ledger_work_orders: LedgerWorkOrderRepository
+    rate_limits: RateLimitRepository
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -99,6 +101,7 @@ class SqlAlchemyUnitOfWork:
         self.payers = pay_repos.SqlAlchemyPayerAccounts(conn)
         self.work_orders = wo_repos.SqlAlchemyWorkOrderRepository(conn)
         self.ledger_work_orders = wo_repos.SqlAlchemyLedgerWorkOrderRepository(conn)
+        self.rate_limits = repos.SqlAlchemyRateLimitRepository(conn)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from selfpay.adapters.channels.sandbox_web import mount_sandbox
+from selfpay.adapters.ratelimit import RateLimiter, RequestBudget
 from selfpay.adapters.worker_thread import WorkerThread
 from selfpay.bootstrap import Container, bootstrap, build_embedded_agent
 from selfpay.config import Settings, load_settings
@@ -27,6 +27,7 @@ from selfpay.domain.errors import InvalidInput, NotFound
 from selfpay.entrypoints.web import admin, api, auth, lookup, public, work_orders
 from selfpay.entrypoints.web.deps import Forbidden, LoginRequired, render
 from selfpay.entrypoints.web.i18n import LocaleMiddleware, pick_lang, request_lang, translate
+from selfpay.entrypoints.web.ratelimit import RequestRateLimitMiddleware, bare_error_page
 from selfpay.entrypoints.web.templating import make_templates
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,7 @@ class UploadLimitMiddleware:
         mb = self.max_bytes / (1024 * 1024)
         limit = f"{mb:.0f} MB" if mb >= 1 else f"{self.max_bytes // 1024} KB"
         message = translate(lang, "error.too_large", limit=limit)
-        body = (
-            f'<!doctype html><html lang="{lang}"><meta charset="utf-8">'
-            f"<title>413</title><body style=\"font-family:sans-serif;padding:2rem\">"
-            f"<h1>413</h1><p>{html.escape(message)}</p>"
-            f'<p><a href="javascript:history.back()">{html.escape(translate(lang, "nav.back"))}'
-            "</a></p></body></html>"
-        )
+        body = bare_error_page(lang, 413, message)
         response = Response(body, status_code=413, media_type="text/html; charset=utf-8",
                             headers={"Connection": "close"})
         await response(scope, receive, send)
@@ -148,10 +143,15 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                   lifespan=lifespan)
     app.state.container = container
     app.state.templates = make_templates(settings.timezone)
-    app.state.login_limiter = auth.RateLimiter(limit=5, window_s=300)
-    app.state.sms_limiter = auth.RateLimiter(limit=lookup.SENDS_PER_IP_PER_HOUR, window_s=3600)
-    app.state.work_order_limiter = auth.RateLimiter(
-        limit=settings.work_orders_per_ip_per_hour, window_s=3600)
+    # Parsed once; client_ip() and the request limits believe X-Forwarded-For only from
+    # these peers.
+    app.state.trusted_proxies = settings.trusted_proxy_networks()
+    store = container.limit_store
+    app.state.login_limiter = RateLimiter(store, name="login", limit=5, window_s=300)
+    app.state.sms_limiter = RateLimiter(store, name="sms", limit=lookup.SENDS_PER_IP_PER_HOUR,
+                                        window_s=3600)
+    app.state.work_order_limiter = RateLimiter(
+        store, name="work_order", limit=settings.work_orders_per_ip_per_hour, window_s=3600)
     app.state.jobs = admin.batch.JobRegistry()
 
     app.add_middleware(LocaleMiddleware, default=settings.locale)
@@ -164,6 +164,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         https_only=settings.env == "production",
     )
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    # Added last, so it runs first: nothing else runs for a refused request.
+    app.add_middleware(RequestRateLimitMiddleware, budget=RequestBudget(store),
+                       limits=container.rate_limits,
+                       trusted_proxies=app.state.trusted_proxies, default_lang=settings.locale)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(auth.router)

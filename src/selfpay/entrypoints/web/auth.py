@@ -1,17 +1,17 @@
-"""Staff sign-in: the login form, logout, the session, and a login rate limit."""
+"""Staff sign-in: the login form, logout, the session; failed logins are rate limited
+(adapters/ratelimit.py, shared by all processes)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
-import threading
 import time
-from collections import deque
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from selfpay.adapters.ratelimit import RateLimiter
 from selfpay.bootstrap import Container
 from selfpay.entrypoints.web.deps import (
     ContainerDep,
@@ -26,47 +26,6 @@ from selfpay.entrypoints.web.i18n import request_lang, translate
 from selfpay.services import audit, users
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
-
-
-class RateLimiter:
-    """At most `limit` events per (key, IP) in `window_s` seconds, in memory: failed
-    logins, SMS codes sent, work orders reported.
-
-    Per process: behind a load balancer each instance counts on its own, which still
-    caps abuse at a small multiple of the limit."""
-
-    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._events: dict[tuple[str, str], deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        q = self._events.setdefault(key, deque())
-        while q and now - q[0] > self.window_s:
-            q.popleft()
-        return q
-
-    def retry_after(self, key: str, ip: str) -> int:
-        """Seconds until another attempt is allowed; 0 when allowed now."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._recent((key.lower(), ip), now)
-            if len(q) < self.limit:
-                return 0
-            return max(1, int(self.window_s - (now - q[0])) + 1)
-
-    def record(self, key: str, ip: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._recent((key.lower(), ip), now).append(now)
-            if len(self._events) > 10_000:  # bound memory under a spray of names
-                for empty in [k for k, q in self._events.items() if not q]:
-                    del self._events[empty]
-
-    def reset(self, key: str, ip: str) -> None:
-        with self._lock:
-            self._events.pop((key.lower(), ip), None)
 
 
 def new_token() -> str:

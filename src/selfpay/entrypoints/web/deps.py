@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from starlette.responses import HTMLResponse
 
 from selfpay.bootstrap import Container
+from selfpay.config import IPNetwork
 from selfpay.services.ports import User
 
 ADMIN, OPERATOR, AUDITOR = "admin", "operator", "auditor"
@@ -42,8 +44,42 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+    return addr
+
+
+def forwarded_client(peer: str, forwarded_for: Iterable[str],
+                     trusted: Sequence[IPNetwork]) -> str:
+    """The client's address: the socket peer, unless the peer is a trusted proxy; then
+    X-Forwarded-For (all its headers, in order) is walked from the right, past trusted
+    proxies, to the first address that is not one. A malformed entry ends the walk at the
+    last good hop. Addresses come back in one spelling (a client cannot rotate the ways
+    of writing one IPv6 address)."""
+    hop = _address(peer)
+    if hop is None:
+        return peer  # not an IP (a Unix socket, a test client): as it is
+    if not trusted:
+        return str(hop)
+    entries = [e for header in forwarded_for for e in header.split(",")]
+    while any(hop in net for net in trusted) and entries:
+        nxt = _address(entries.pop())
+        if nxt is None:
+            break
+        hop = nxt
+    return str(hop)
+
+
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """The address limits and the audit log count by (SELFPAY_TRUSTED_PROXIES)."""
+    peer = request.client.host if request.client else ""
+    trusted: Sequence[IPNetwork] = getattr(request.app.state, "trusted_proxies", ())
+    return forwarded_client(peer, request.headers.getlist("x-forwarded-for"), trusted)
 
 
 def get_current_user(request: Request, container: ContainerDep) -> User:

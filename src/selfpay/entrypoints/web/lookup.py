@@ -16,10 +16,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from selfpay.adapters.ratelimit import RateLimiter
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import mask_name, mask_phone, normalize_account, normalize_biller
 from selfpay.domain.errors import InvalidInput
-from selfpay.entrypoints.web.auth import RateLimiter
 from selfpay.entrypoints.web.deps import ContainerDep, client_ip, render
 from selfpay.entrypoints.web.i18n import request_lang, translate
 from selfpay.entrypoints.web.pay import PRIVATE, code_path

@@ -37,13 +37,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
+from selfpay.adapters.ratelimit import RateLimiter
 from selfpay.adapters.worker_thread import WorkerThread
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import mask_phone
 from selfpay.domain.errors import InvalidCode, InvalidInput
 from selfpay.domain.qrcodes import verify_parts
 from selfpay.domain.work_orders import WorkOrderKind, is_ticket_no
-from selfpay.entrypoints.web.auth import RateLimiter
 from selfpay.entrypoints.web.deps import ContainerDep, client_ip
 from selfpay.entrypoints.web.i18n import catalog, request_lang, translate
 from selfpay.entrypoints.web.pay import code_path, private_page

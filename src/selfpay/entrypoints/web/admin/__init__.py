@@ -12,13 +12,14 @@ from selfpay.entrypoints.web.admin import (
     messages,
     orders,
     qr,
+    rate_limits,
     users,
     work_orders,
 )
 
 router = APIRouter()
 for module in (dashboard, qr, batch, lists, orders, dead_letters, work_orders, messages,
-               imports, audit, users):
+               imports, audit, users, rate_limits):
     router.include_router(module.router)
 
 __all__ = ["batch", "router"]
