@@ -21,6 +21,7 @@ from selfpay.adapters.notifiers import build_notifier
 from selfpay.adapters.passwords import Argon2Hasher
 from selfpay.config import Settings
 from selfpay.domain.qrcodes import QrKeyring
+from selfpay.services.jobs import JobTracker
 from selfpay.services.payments import Payments
 from selfpay.services.ports import (
     BillingSystem,
@@ -50,6 +51,7 @@ class Container:
     notifier: Notifier
     payments: Payments
     work_orders: WorkOrders
+    jobs: JobTracker  # background jobs (QR batches), readable from every process
 
     @property
     def batch_dir(self) -> Path:
@@ -104,6 +106,9 @@ def bootstrap(
     def uow_factory() -> UnitOfWork:
         return SqlAlchemyUnitOfWork(engine)
 
+    def read_uow_factory() -> UnitOfWork:
+        return SqlAlchemyUnitOfWork(engine, read_only=True)
+
     # The built-in ledger shares the app's database when billing is in-process; with a
     # bridge (SELFPAY_TRANSPORT=embedded|stomp) the web tier knows only the broker.
     local = (lambda: LedgerBillingSystem(uow_factory)) if settings.billing == "ledger" else None
@@ -124,7 +129,7 @@ def bootstrap(
         dead_after_attempts=settings.posting_dead_after,
         posting_lease=dt.timedelta(seconds=settings.posting_lease_s),
         tz=ZoneInfo(settings.timezone),
-        read_uow_factory=lambda: SqlAlchemyUnitOfWork(engine, read_only=True),
+        read_uow_factory=read_uow_factory,
     )
     work_orders = WorkOrders(
         uow_factory=uow_factory, billing=billing, dead_after=settings.posting_dead_after,
@@ -143,6 +148,7 @@ def bootstrap(
         notifier=notifier or build_notifier(settings, uow_factory),
         payments=payments,
         work_orders=work_orders,
+        jobs=JobTracker(uow_factory, read_uow_factory=read_uow_factory),
     )
 
 

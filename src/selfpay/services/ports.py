@@ -240,6 +240,40 @@ class QrBatchRepository(Protocol):
     def list(self, *, limit: int = 50, offset: int = 0) -> Page[QrBatch]: ...
 
 
+@dataclass(slots=True)
+class Job:
+    """A background job (a QR batch, ...) as every process sees it: its progress while
+    it runs, its outcome after. The process running it refreshes heartbeat_at; `result`
+    holds what the job's page shows (JSON-able)."""
+
+    id: str  # random token
+    kind: str  # qr_batch
+    owner: str  # username
+    filename: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    heartbeat_at: dt.datetime
+    state: str = "running"  # running | done | failed
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class JobRepository(Protocol):
+    def add(self, job: Job) -> None: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def update(self, job_id: str, *, now: dt.datetime, done: int | None = None,
+               total: int | None = None, state: str | None = None,
+               message: str | None = None, result: Mapping[str, Any] | None = None) -> bool:
+        """Change a RUNNING job (the given fields, updated_at and heartbeat_at := now);
+        False when it is not running (or not there): a finished job stays as it ended."""
+        ...
+    def delete_older_than(self, before: dt.datetime) -> int:
+        """Forget jobs last updated before `before`; how many."""
+        ...
+
+
 class DuplicatePayment(Exception):
     """Raised by LedgerPaymentRepository.add when the payment id is already stored."""
 
@@ -253,6 +287,7 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     imports: ImportRunRepository
     batches: QrBatchRepository
+    jobs: JobRepository
     orders: OrderRepository
     postings: PostingOutbox
     notifications: NotificationLog

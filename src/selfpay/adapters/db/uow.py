@@ -16,6 +16,7 @@ from selfpay.services.ports import (
     BillerRepository,
     BillRepository,
     ImportRunRepository,
+    JobRepository,
     LedgerPaymentRepository,
     LedgerWorkOrderRepository,
     MessageOutbox,
@@ -54,6 +55,7 @@ class SqlAlchemyUnitOfWork:
     audit: AuditLog
     imports: ImportRunRepository
     batches: QrBatchRepository
+    jobs: JobRepository
     orders: OrderRepository
     postings: PostingOutbox
     notifications: NotificationLog
@@ -91,6 +93,7 @@ class SqlAlchemyUnitOfWork:
         self.audit = repos.SqlAlchemyAuditLog(conn)
         self.imports = repos.SqlAlchemyImportRunRepository(conn)
         self.batches = repos.SqlAlchemyQrBatchRepository(conn)
+        self.jobs = repos.SqlAlchemyJobRepository(conn)
         self.orders = pay_repos.SqlAlchemyOrderRepository(conn)
         self.postings = pay_repos.SqlAlchemyPostingOutbox(conn)
         self.notifications = pay_repos.SqlAlchemyNotificationLog(conn)

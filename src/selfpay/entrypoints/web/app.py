@@ -149,7 +149,6 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.state.sms_limiter = auth.RateLimiter(limit=lookup.SENDS_PER_IP_PER_HOUR, window_s=3600)
     app.state.work_order_limiter = auth.RateLimiter(
         limit=settings.work_orders_per_ip_per_hour, window_s=3600)
-    app.state.jobs = admin.batch.JobRegistry()
 
     app.add_middleware(LocaleMiddleware, default=settings.locale)
     app.add_middleware(
