@@ -15,16 +15,19 @@ from sqlalchemy.engine import Engine
 
 from selfpay.adapters.billing.ledger import LedgerBillingSystem
 from selfpay.adapters.bridge import build_billing
+from selfpay.adapters.cache import build_cache
 from selfpay.adapters.db.engine import make_engine
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
 from selfpay.adapters.notifiers import build_notifier
 from selfpay.adapters.passwords import Argon2Hasher
 from selfpay.config import Settings
 from selfpay.domain.qrcodes import QrKeyring
+from selfpay.services.history import AccountHistory
 from selfpay.services.jobs import JobTracker
 from selfpay.services.payments import Payments
 from selfpay.services.ports import (
     BillingSystem,
+    Cache,
     Notifier,
     PasswordHasher,
     PaymentChannel,
@@ -52,6 +55,8 @@ class Container:
     payments: Payments
     work_orders: WorkOrders
     jobs: JobTracker  # background jobs (QR batches), readable from every process
+    cache: Cache  # Redis (SELFPAY_REDIS_URL), or in this process
+    history: AccountHistory  # an account's recent payments, through the cache
 
     @property
     def batch_dir(self) -> Path:
@@ -67,6 +72,9 @@ class Container:
         close_billing = getattr(self.billing, "close", None)  # the bridge client's loop
         if callable(close_billing):
             close_billing()
+        close_cache = getattr(self.cache, "close", None)
+        if callable(close_cache):
+            close_cache()
         self.engine.dispose()
 
 
@@ -118,6 +126,9 @@ def bootstrap(
     except Exception:
         engine.dispose()
         raise
+    cache = build_cache(settings.redis_url, settings.redis_prefix)
+    history = AccountHistory(uow_factory=read_uow_factory, cache=cache,
+                             ttl_s=settings.history_cache_s)
     payments = Payments(
         uow_factory=uow_factory,
         billing=billing,
@@ -130,6 +141,7 @@ def bootstrap(
         posting_lease=dt.timedelta(seconds=settings.posting_lease_s),
         tz=ZoneInfo(settings.timezone),
         read_uow_factory=read_uow_factory,
+        on_posted=history.forget,
     )
     work_orders = WorkOrders(
         uow_factory=uow_factory, billing=billing, dead_after=settings.posting_dead_after,
@@ -149,6 +161,8 @@ def bootstrap(
         payments=payments,
         work_orders=work_orders,
         jobs=JobTracker(uow_factory, read_uow_factory=read_uow_factory),
+        cache=cache,
+        history=history,
     )
 
 

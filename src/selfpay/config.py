@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_pool_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
+    # --- shared cache (Redis): one for all processes; "" keeps it in this process, which
+    # only a single-process site may do (`selfpay demo`) -----------------------------------
+    redis_url: str = ""  # redis://127.0.0.1:6379/0
+    redis_prefix: str = "selfpay"  # of every key, so sites may share one Redis
+    history_cache_s: int = Field(default=1800, ge=0)  # the code page's recent payments
+
     @property
     def channel_names(self) -> list[str]:
         return [n.strip() for n in self.enabled_channels.split(",") if n.strip()]

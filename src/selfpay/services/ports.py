@@ -470,6 +470,16 @@ class SmsCode:
     used: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class RecentPayment:
+    """One line of an account's payment history as the code page shows it."""
+
+    order_no: str
+    amount_fen: int
+    channel: str
+    paid_at: dt.datetime
+
+
 class OrderRepository(Protocol):
     def add(self, order: Order) -> None:
         """Raises DuplicateKey when the idempotency key (or order number) exists."""
@@ -488,6 +498,9 @@ class OrderRepository(Protocol):
                channel: str = "", limit: int = 50, offset: int = 0) -> Page[Order]: ...
     def paid_bill_ids(self, biller: str, account: str) -> set[int]:
         """Bills covered by orders that are paid but not yet posted (not open to pay)."""
+        ...
+    def recent_paid(self, biller: str, account: str, *, limit: int = 5) -> list[RecentPayment]:
+        """The account's latest paid or posted orders, newest first (one indexed query)."""
         ...
 
 
@@ -619,3 +632,23 @@ class LedgerWorkOrderRepository(Protocol):
     def get(self, order_id: int, *, for_update: bool = False) -> LedgerWorkOrder | None: ...
     def save(self, order: LedgerWorkOrder) -> None: ...
     def list(self, *, limit: int = 50, offset: int = 0) -> Page[LedgerWorkOrder]: ...
+
+
+# --- cache --------------------------------------------------------------------------------
+
+
+class CacheUnavailable(Exception):
+    """The cache could not be reached. Callers fall back to the source of truth: a cache
+    must never break a page."""
+
+
+class Cache(Protocol):
+    """Short-lived shared values by key: JSON-able values only (dicts, lists, str, int,
+    bool, None; money as integer fen, times as ISO strings). In-process for one process
+    (the demo), Redis for several. Raises CacheUnavailable when it cannot answer."""
+
+    def get(self, key: str) -> Any | None:
+        """The value, or None when absent or expired."""
+        ...
+    def set(self, key: str, value: Any, *, ttl_s: int) -> None: ...
+    def delete(self, key: str) -> None: ...
