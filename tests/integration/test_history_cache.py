@@ -193,3 +193,28 @@ def test_with_redis_gone_the_code_page_still_shows_payments(
         assert "history cache unavailable" in caplog.text
     finally:
         container.close()
+
+
+
+def test_recent_payments_are_read_off_the_account_paid_index(engine: Any) -> None:
+    from sqlalchemy import text
+
+    from selfpay.adapters.db.payment_repositories import SqlAlchemyOrderRepository
+
+    seen: list[tuple[str, Any]] = []
+    with engine.connect() as conn:
+        def grab(c: Any, cursor: Any, statement: str, params: Any, *rest: Any) -> None:
+            seen.append((statement, params))
+
+        event.listen(conn, "before_cursor_execute", grab)
+        assert SqlAlchemyOrderRepository(conn).recent_paid(*ACCOUNT) == []
+        event.remove(conn, "before_cursor_execute", grab)
+        [(sql, params)] = [(q, p) for q, p in seen if "FROM orders" in q]
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SET enable_seqscan = off"))  # a tiny table: show the choice
+            rows = conn.exec_driver_sql("EXPLAIN " + sql, params)
+        else:
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+        plan = "\n".join(str(r[-1]) for r in rows)
+    assert "ix_orders_account_paid" in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan  # no sort step
