@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfpay.services.ports import (
+    CacheUnavailable,
     ChannelError,
     ChannelNotification,
     ChannelQuery,
@@ -158,3 +159,30 @@ class FakeNotifier:
             self.fail -= 1
             raise NotifierError("fake notifier: mail server down")
         self.sent.append(message)
+
+
+@dataclass
+class FakeCache:
+    """A Cache in a dict, with no expiry of its own: `ttls` records what each set asked
+    for; `down` makes every call raise CacheUnavailable, like a Redis that is gone."""
+
+    items: dict[str, Any] = field(default_factory=dict)
+    ttls: dict[str, int] = field(default_factory=dict)
+    down: bool = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise CacheUnavailable("fake cache: down")
+
+    def get(self, key: str) -> Any | None:
+        self._check()
+        return json.loads(json.dumps(self.items[key])) if key in self.items else None
+
+    def set(self, key: str, value: Any, *, ttl_s: int) -> None:
+        self._check()
+        self.items[key] = json.loads(json.dumps(value))  # JSON-able, or this raises
+        self.ttls[key] = ttl_s
+
+    def delete(self, key: str) -> None:
+        self._check()
+        self.items.pop(key, None)

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from selfpay.adapters.billing.ledger import LedgerBillingSystem
 from selfpay.adapters.bridge import build_billing
+from selfpay.adapters.cache import build_cache
 from selfpay.adapters.db.engine import make_engine
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
 from selfpay.adapters.notifiers import build_notifier
@@ -23,9 +24,12 @@ from selfpay.adapters.passwords import Argon2Hasher
 from selfpay.adapters.ratelimit import LimitStore, build_store
 from selfpay.config import Settings
 from selfpay.domain.qrcodes import QrKeyring
+from selfpay.services.history import AccountHistory
+from selfpay.services.jobs import JobTracker
 from selfpay.services.payments import Payments
 from selfpay.services.ports import (
     BillingSystem,
+    Cache,
     Notifier,
     PasswordHasher,
     PaymentChannel,
@@ -56,6 +60,9 @@ class Container:
     work_orders: WorkOrders
     limit_store: LimitStore  # rate-limit windows: Redis (SELFPAY_REDIS_URL) or memory
     rate_limits: LimitTable  # requests per minute per route group, as staff set them
+    jobs: JobTracker  # background jobs (QR batches), readable from every process
+    cache: Cache  # Redis (SELFPAY_REDIS_URL), or in this process
+    history: AccountHistory  # an account's recent payments, through the cache
 
     @property
     def batch_dir(self) -> Path:
@@ -72,6 +79,9 @@ class Container:
         if callable(close_billing):
             close_billing()
         self.limit_store.close()
+        close_cache = getattr(self.cache, "close", None)
+        if callable(close_cache):
+            close_cache()
         self.engine.dispose()
 
 
@@ -114,6 +124,10 @@ def bootstrap(
     if settings.env == "production" and not settings.redis_url:
         log.warning("SELFPAY_REDIS_URL is not set: rate limits are counted per process, "
                     "so several web processes each allow the full limit")
+
+    def read_uow_factory() -> UnitOfWork:
+        return SqlAlchemyUnitOfWork(engine, read_only=True)
+
     # The built-in ledger shares the app's database when billing is in-process; with a
     # bridge (SELFPAY_TRANSPORT=embedded|stomp) the web tier knows only the broker.
     local = (lambda: LedgerBillingSystem(uow_factory)) if settings.billing == "ledger" else None
@@ -123,6 +137,9 @@ def bootstrap(
     except Exception:
         engine.dispose()
         raise
+    cache = build_cache(settings.redis_url, settings.redis_prefix)
+    history = AccountHistory(uow_factory=read_uow_factory, cache=cache,
+                             ttl_s=settings.history_cache_s)
     payments = Payments(
         uow_factory=uow_factory,
         billing=billing,
@@ -134,7 +151,8 @@ def bootstrap(
         dead_after_attempts=settings.posting_dead_after,
         posting_lease=dt.timedelta(seconds=settings.posting_lease_s),
         tz=ZoneInfo(settings.timezone),
-        read_uow_factory=lambda: SqlAlchemyUnitOfWork(engine, read_only=True),
+        read_uow_factory=read_uow_factory,
+        on_posted=history.forget,
     )
     work_orders = WorkOrders(
         uow_factory=uow_factory, billing=billing, dead_after=settings.posting_dead_after,
@@ -155,6 +173,9 @@ def bootstrap(
         work_orders=work_orders,
         limit_store=build_store(settings.redis_url, settings.redis_prefix),
         rate_limits=LimitTable(uow_factory, default=settings.rate_limit_per_minute),
+        jobs=JobTracker(uow_factory, read_uow_factory=read_uow_factory),
+        cache=cache,
+        history=history,
     )
 
 

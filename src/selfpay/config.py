@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     # comma-separated IPs / CIDRs of reverse proxies whose X-Forwarded-For is believed
     trusted_proxies: str = ""
     rate_limit_per_minute: int = Field(default=500, ge=0)  # per client and group; 0: off
+    history_cache_s: int = Field(default=1800, ge=0)  # the code page's recent payments
 
     @field_validator("redis_prefix")
     @classmethod

@@ -195,9 +195,13 @@ class Payments:
         posting_lease: dt.timedelta = POSTING_LEASE,
         tz: dt.tzinfo = dt.UTC,
         read_uow_factory: Callable[[], UnitOfWork] | None = None,
+        on_posted: Callable[[str, str], None] | None = None,
     ) -> None:
         """`read_uow_factory`, when given, serves reads that change nothing (order
-        status polls, look-ups); on SQLite it need not wait for the write lock."""
+        status polls, look-ups); on SQLite it need not wait for the write lock.
+        `on_posted(biller, account)` is told of each posting once it is committed
+        (caches drop the account); its errors are logged, never raised."""
+        self._on_posted = on_posted
         self._uow_factory = uow_factory
         self._read_uow = read_uow_factory or uow_factory
         self._billing = billing
@@ -573,6 +577,11 @@ class Payments:
             uow.commit()
             log.info("order %s posted%s", order.order_no,
                      " (duplicate)" if result.duplicate else "")
+            if self._on_posted is not None:
+                try:
+                    self._on_posted(order.biller, order.account)
+                except Exception:
+                    log.warning("on_posted(%s) failed", order.order_no, exc_info=True)
             return True
 
         return self._in_tx(apply)

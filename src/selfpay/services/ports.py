@@ -255,6 +255,40 @@ class RateLimitRepository(Protocol):
     def put(self, override: RateLimitOverride) -> None: ...
 
 
+@dataclass(slots=True)
+class Job:
+    """A background job (a QR batch, ...) as every process sees it: its progress while
+    it runs, its outcome after. The process running it refreshes heartbeat_at; `result`
+    holds what the job's page shows (JSON-able)."""
+
+    id: str  # random token
+    kind: str  # qr_batch
+    owner: str  # username
+    filename: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    heartbeat_at: dt.datetime
+    state: str = "running"  # running | done | failed
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class JobRepository(Protocol):
+    def add(self, job: Job) -> None: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def update(self, job_id: str, *, now: dt.datetime, done: int | None = None,
+               total: int | None = None, state: str | None = None,
+               message: str | None = None, result: Mapping[str, Any] | None = None) -> bool:
+        """Change a RUNNING job (the given fields, updated_at and heartbeat_at := now);
+        False when it is not running (or not there): a finished job stays as it ended."""
+        ...
+    def delete_older_than(self, before: dt.datetime) -> int:
+        """Forget jobs last updated before `before`; how many."""
+        ...
+
+
 class DuplicatePayment(Exception):
     """Raised by LedgerPaymentRepository.add when the payment id is already stored."""
 
@@ -268,6 +302,7 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     imports: ImportRunRepository
     batches: QrBatchRepository
+    jobs: JobRepository
     orders: OrderRepository
     postings: PostingOutbox
     notifications: NotificationLog
@@ -451,6 +486,16 @@ class SmsCode:
     used: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class RecentPayment:
+    """One line of an account's payment history as the code page shows it."""
+
+    order_no: str
+    amount_fen: int
+    channel: str
+    paid_at: dt.datetime
+
+
 class OrderRepository(Protocol):
     def add(self, order: Order) -> None:
         """Raises DuplicateKey when the idempotency key (or order number) exists."""
@@ -469,6 +514,9 @@ class OrderRepository(Protocol):
                channel: str = "", limit: int = 50, offset: int = 0) -> Page[Order]: ...
     def paid_bill_ids(self, biller: str, account: str) -> set[int]:
         """Bills covered by orders that are paid but not yet posted (not open to pay)."""
+        ...
+    def recent_paid(self, biller: str, account: str, *, limit: int = 5) -> list[RecentPayment]:
+        """The account's latest paid or posted orders, newest first (one indexed query)."""
         ...
 
 
@@ -600,3 +648,23 @@ class LedgerWorkOrderRepository(Protocol):
     def get(self, order_id: int, *, for_update: bool = False) -> LedgerWorkOrder | None: ...
     def save(self, order: LedgerWorkOrder) -> None: ...
     def list(self, *, limit: int = 50, offset: int = 0) -> Page[LedgerWorkOrder]: ...
+
+
+# --- cache --------------------------------------------------------------------------------
+
+
+class CacheUnavailable(Exception):
+    """The cache could not be reached. Callers fall back to the source of truth: a cache
+    must never break a page."""
+
+
+class Cache(Protocol):
+    """Short-lived shared values by key: JSON-able values only (dicts, lists, str, int,
+    bool, None; money as integer fen, times as ISO strings). In-process for one process
+    (the demo), Redis for several. Raises CacheUnavailable when it cannot answer."""
+
+    def get(self, key: str) -> Any | None:
+        """The value, or None when absent or expired."""
+        ...
+    def set(self, key: str, value: Any, *, ttl_s: int) -> None: ...
+    def delete(self, key: str) -> None: ...

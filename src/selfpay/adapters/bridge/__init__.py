@@ -54,8 +54,11 @@ def build_billing(settings: Settings, *, engine: Engine | None = None,
     from selfpay.adapters.bridge.cache import InProcessSummaryCache, RedisSummaryCache
     from selfpay.adapters.bridge.client import BridgeBillingSystem
 
-    cache = (RedisSummaryCache(settings.bridge_cache_url, settings.bridge_cache_s)
-             if settings.bridge_cache_url else InProcessSummaryCache(settings.bridge_cache_s))
+    # shared between web processes: its own URL, else the site's Redis
+    cache_url = settings.bridge_cache_url or settings.redis_url
+    cache = (RedisSummaryCache(cache_url, settings.bridge_cache_s,
+                               prefix=f"{settings.redis_prefix}:summary:")
+             if cache_url else InProcessSummaryCache(settings.bridge_cache_s))
     return BridgeBillingSystem(
         build_transport_factory(settings, engine=engine),
         instance_id=settings.bridge_instance_id or None,

@@ -36,6 +36,7 @@ from selfpay.services.ports import (
     Page,
     Posting,
     ReceivedNotification,
+    RecentPayment,
     SmsCode,
     StaleOrder,
 )
@@ -210,6 +211,19 @@ class SqlAlchemyOrderRepository:
             )
         ).scalars()
         return {int(b) for ids in rows for b in ids}
+
+    def recent_paid(self, biller: str, account: str, *, limit: int = 5) -> list[RecentPayment]:
+        # walks ix_orders_account_paid (biller, account, paid_at) backwards; `paid_at IS
+        # NOT NULL` keeps PostgreSQL, which sorts NULLs first in DESC, off unpaid orders
+        o = t.orders.c
+        rows = self._conn.execute(
+            select(o.order_no, o.amount_fen, o.channel, o.paid_at)
+            .where(o.biller == biller, o.account == account, o.paid_at.is_not(None),
+                   o.status.in_((OrderStatus.PAID.value, OrderStatus.POSTED.value)))
+            .order_by(o.paid_at.desc()).limit(limit)
+        ).all()
+        return [RecentPayment(order_no=r.order_no, amount_fen=r.amount_fen, channel=r.channel,
+                              paid_at=_aware(r.paid_at)) for r in rows]
 
 
 def _posting(row: Row[Any]) -> Posting:

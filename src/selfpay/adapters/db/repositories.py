@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Row,
     Select,
     bindparam,
+    delete,
     func,
     insert,
     or_,
@@ -34,6 +35,7 @@ from selfpay.services.ports import (
     AuditEntry,
     DuplicatePayment,
     ImportRun,
+    Job,
     LedgerPayment,
     Page,
     QrBatch,
@@ -504,12 +506,56 @@ class SqlAlchemyQrBatchRepository:
         return Page([_batch(r) for r in rows], total)
 
 
+class SqlAlchemyJobRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, job: Job) -> None:
+        self._conn.execute(insert(t.jobs).values(
+            id=job.id, kind=job.kind, owner=job.owner, filename=job.filename,
+            state=job.state, done=job.done, total=job.total, message=job.message,
+            result=dict(job.result), created_at=_utc(job.created_at),
+            updated_at=_utc(job.updated_at), heartbeat_at=_utc(job.heartbeat_at),
+        ))
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).first()
+        if row is None:
+            return None
+        return Job(
+            id=row.id, kind=row.kind, owner=row.owner, filename=row.filename,
+            created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),
+            heartbeat_at=_aware(row.heartbeat_at), state=row.state, done=row.done,
+            total=row.total, message=row.message, result=dict(row.result or {}),
+        )
+
+    def update(self, job_id: str, *, now: dt.datetime, done: int | None = None,
+               total: int | None = None, state: str | None = None,
+               message: str | None = None, result: Mapping[str, Any] | None = None) -> bool:
+        values: dict[str, Any] = {"updated_at": _utc(now), "heartbeat_at": _utc(now)}
+        for key, value in (("done", done), ("total", total), ("state", state),
+                           ("message", message)):
+            if value is not None:
+                values[key] = value
+        if result is not None:
+            values["result"] = dict(result)
+        c = t.jobs.c
+        found = self._conn.execute(
+            update(t.jobs).where(c.id == job_id, c.state == "running").values(**values))
+        return found.rowcount == 1
+
+    def delete_older_than(self, before: dt.datetime) -> int:
+        found = self._conn.execute(delete(t.jobs).where(t.jobs.c.updated_at < _utc(before)))
+        return int(found.rowcount)
+
+
 __all__ = [
     "SqlAlchemyAccountRepository",
     "SqlAlchemyAuditLog",
     "SqlAlchemyBillRepository",
     "SqlAlchemyBillerRepository",
     "SqlAlchemyImportRunRepository",
+    "SqlAlchemyJobRepository",
     "SqlAlchemyLedgerPaymentRepository",
     "SqlAlchemyQrBatchRepository",
     "SqlAlchemyUserRepository",

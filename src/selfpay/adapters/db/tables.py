@@ -166,6 +166,27 @@ qr_batches = Table(
     Column("warnings", JSON, nullable=False),
 )
 
+# Background jobs (QR batches): progress and outcome in the database, so that any web
+# process can answer a poll; heartbeat_at tells a live job from one whose process died.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("filename", String(256), nullable=False, server_default=""),
+    Column("state", String(16), nullable=False, server_default="running"),
+    Column("done", Integer, nullable=False, server_default="0"),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("result", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("state IN ('running', 'done', 'failed')", name="state_known"),
+)
+Index("ix_jobs_updated", jobs.c.updated_at)
+
 # --- payments ---------------------------------------------------------------------------
 
 orders = Table(
@@ -204,6 +225,8 @@ orders = Table(
 )
 Index("ix_orders_status_updated", orders.c.status, orders.c.updated_at)
 Index("ix_orders_account", orders.c.biller, orders.c.account)
+# an account's last payments (the code page's history): newest first, straight off the index
+Index("ix_orders_account_paid", orders.c.biller, orders.c.account, orders.c.paid_at)
 
 order_events = Table(
     "order_events",

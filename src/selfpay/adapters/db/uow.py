@@ -16,6 +16,7 @@ from selfpay.services.ports import (
     BillerRepository,
     BillRepository,
     ImportRunRepository,
+    JobRepository,
     LedgerPaymentRepository,
     LedgerWorkOrderRepository,
     MessageOutbox,
@@ -55,6 +56,7 @@ class SqlAlchemyUnitOfWork:
     audit: AuditLog
     imports: ImportRunRepository
     batches: QrBatchRepository
+    jobs: JobRepository
     orders: OrderRepository
     postings: PostingOutbox
     notifications: NotificationLog
@@ -93,6 +95,7 @@ class SqlAlchemyUnitOfWork:
         self.audit = repos.SqlAlchemyAuditLog(conn)
         self.imports = repos.SqlAlchemyImportRunRepository(conn)
         self.batches = repos.SqlAlchemyQrBatchRepository(conn)
+        self.jobs = repos.SqlAlchemyJobRepository(conn)
         self.orders = pay_repos.SqlAlchemyOrderRepository(conn)
         self.postings = pay_repos.SqlAlchemyPostingOutbox(conn)
         self.notifications = pay_repos.SqlAlchemyNotificationLog(conn)

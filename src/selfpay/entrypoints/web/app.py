@@ -152,7 +152,6 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                                         window_s=3600)
     app.state.work_order_limiter = RateLimiter(
         store, name="work_order", limit=settings.work_orders_per_ip_per_hour, window_s=3600)
-    app.state.jobs = admin.batch.JobRegistry()
 
     app.add_middleware(LocaleMiddleware, default=settings.locale)
     app.add_middleware(

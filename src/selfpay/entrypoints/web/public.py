@@ -91,6 +91,7 @@ def code_page(request: Request, biller: str, account: str, tag: str,
         **base, "services": services_of(container, lang, ref.biller, ref.account, tag),
         "tickets": my_tickets(container, request, ref.biller, ref.account),
         "summary": summary, "bills": bills, "in_flight": len(in_flight),
+        "history": container.history.recent(ref.biller, ref.account),
         "total_fen": sum(b.outstanding_fen for b in bills),
         "can_pay": bool(bills) and bool(channels), "config": json.dumps(config),
     }, 200)

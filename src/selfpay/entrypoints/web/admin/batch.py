@@ -1,17 +1,15 @@
 """QR batches from an uploaded sheet: a background job per upload, its progress page,
 and the history of recorded batches with their ZIP downloads.
 
-Jobs live in memory in the process that started them (the page polls that process);
-the batch itself, once done, is a database record and a file, visible to every process.
+The job runs in a thread of the process that took the upload; its progress and outcome
+are a database record (services.jobs), so the page's polls may land on any process
+behind the load balancer, and a job whose process died is shown as failed.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import secrets
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,110 +32,78 @@ from selfpay.entrypoints.web.deps import (
     render,
 )
 from selfpay.entrypoints.web.i18n import request_lang, translate
+from selfpay.services.jobs import JobReporter, JobStatus
 from selfpay.services.ports import User
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin/qr", include_in_schema=False)
 PAGE_SIZE = 50
+KIND = "qr_batch"
 
 
-@dataclass
-class Job:
-    id: str
-    owner: str
-    filename: str
-    created: dt.datetime
-    state: str = "running"  # running | done | failed
-    done: int = 0
-    total: int = 0
-    batch_id: int | None = None
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    preview: list[dict[str, str]] = field(default_factory=list)
-    message: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "state": self.state, "done": self.done, "total": self.total,
-            "batch_id": self.batch_id, "errors": self.errors, "warnings": self.warnings,
-            "skipped": self.skipped, "preview": self.preview, "message": self.message,
-            "filename": self.filename,
-            "download_url": f"/admin/qr/batches/{self.batch_id}/download"
-            if self.batch_id is not None else None,
-        }
+def job_json(status: JobStatus, lang: str) -> dict[str, Any]:
+    """What the job page and its script show (the shape of the old in-memory job)."""
+    job, result = status.job, status.job.result
+    batch_id = result.get("batch_id")
+    message = translate(lang, "job.lost") if status.lost else job.message
+    return {
+        "id": job.id, "state": job.state, "done": job.done, "total": job.total,
+        "batch_id": batch_id, "errors": result.get("errors", []),
+        "warnings": result.get("warnings", []), "skipped": result.get("skipped", []),
+        "preview": result.get("preview", []), "message": message,
+        "filename": job.filename,
+        "download_url": f"/admin/qr/batches/{batch_id}/download"
+        if batch_id is not None else None,
+    }
 
 
-class JobRegistry:
-    """Batch jobs of this process by random id; keeps the newest `keep` jobs."""
-
-    def __init__(self, keep: int = 200) -> None:
-        self.keep = keep
-        self._jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
-
-    def new(self, owner: str, filename: str) -> Job:
-        job = Job(id=secrets.token_urlsafe(16), owner=owner, filename=filename,
-                  created=dt.datetime.now(dt.UTC))
-        with self._lock:
-            self._jobs[job.id] = job
-            finished = [j for j in self._jobs.values() if j.state != "running"]
-            for old in sorted(finished, key=lambda j: j.created)[: max(0, len(self._jobs) -
-                                                                      self.keep)]:
-                del self._jobs[old.id]
-        return job
-
-    def get(self, job_id: str, user: User) -> Job:
-        """The job, if this user may see it (its owner, or an admin); else 404."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None or (job.owner != user.username and user.role != ADMIN):
-            raise HTTPException(404)
-        return job
-
-    def update(self, job: Job, **changes: Any) -> None:
-        with self._lock:
-            for key, value in changes.items():
-                setattr(job, key, value)
-
-    def snapshot(self, job: Job) -> dict[str, Any]:
-        with self._lock:
-            return job.as_json()
+def _visible_job(container: Container, job_id: str, user: User) -> JobStatus:
+    """The job, if this user may see it (its owner, or an admin); else 404."""
+    status = container.jobs.read(job_id)
+    if (status is None or status.job.kind != KIND
+            or (status.job.owner != user.username and user.role != ADMIN)):
+        raise HTTPException(404)
+    return status
 
 
 def _run_job(
-    registry: JobRegistry, job: Job, container: Container, *, data: bytes, default_biller: str,
-    skip_invalid: bool, ip: str, lang: str,
+    reporter: JobReporter, container: Container, *, data: bytes, filename: str, owner: str,
+    default_biller: str, skip_invalid: bool, ip: str, lang: str,
 ) -> None:
-    def progress(done: int, total: int) -> None:
-        registry.update(job, done=done, total=total)
-
     try:
-        outcome = run_batch(
-            uow_factory=container.uow_factory, keyring=container.keyring,
-            code_base=container.code_base, batch_dir=container.batch_dir, source=data,
-            filename=job.filename, actor=job.owner, default_biller=default_biller or None,
-            skip_invalid=skip_invalid, workers=container.settings.batch_workers or None,
-            progress=progress, ip=ip,
-        )
+        with reporter.keep_alive():
+            outcome = run_batch(
+                uow_factory=container.uow_factory, keyring=container.keyring,
+                code_base=container.code_base, batch_dir=container.batch_dir, source=data,
+                filename=filename, actor=owner, default_biller=default_biller or None,
+                skip_invalid=skip_invalid, workers=container.settings.batch_workers or None,
+                progress=reporter.progress, ip=ip,
+            )
     except BatchRejected as exc:
-        registry.update(
-            job, state="failed", message=translate(lang, "batch.rejected"),
-            errors=[{"row": e.row, "message": e.message} for e in exc.errors],
-            warnings=list(exc.warnings),
-        )
+        _finish(reporter, "failed", message=translate(lang, "batch.rejected"), result={
+            "errors": [{"row": e.row, "message": e.message} for e in exc.errors],
+            "warnings": list(exc.warnings)})
     except (InvalidInput, ValueError) as exc:  # unreadable sheet, missing column, ...
-        registry.update(job, state="failed", message=str(exc))
+        _finish(reporter, "failed", message=str(exc))
     except Exception:
-        log.exception("QR batch job %s failed", job.id)
-        registry.update(job, state="failed", message=translate(lang, "batch.crashed"))
+        log.exception("QR batch job %s failed", reporter.job_id)
+        _finish(reporter, "failed", message=translate(lang, "batch.crashed"))
     else:
-        registry.update(
-            job, state="done", batch_id=outcome.batch.id, done=outcome.batch.count,
-            total=outcome.batch.count, warnings=list(outcome.warnings),
-            skipped=[{"row": e.row, "message": e.message} for e in outcome.skipped],
-            preview=[{"biller": b, "account": a, "payload": p} for b, a, p in outcome.preview],
-        )
+        _finish(reporter, "done", done=outcome.batch.count, total=outcome.batch.count,
+                result={
+                    "batch_id": outcome.batch.id, "warnings": list(outcome.warnings),
+                    "skipped": [{"row": e.row, "message": e.message} for e in outcome.skipped],
+                    "preview": [{"biller": b, "account": a, "payload": p}
+                                for b, a, p in outcome.preview],
+                })
+
+
+def _finish(reporter: JobReporter, state: str, **outcome: Any) -> None:
+    try:
+        reporter.finish(state, **outcome)
+    except Exception:  # the database is gone too: readers will see the job as lost
+        log.exception("QR batch job %s: its outcome (%s) could not be recorded",
+                      reporter.job_id, state)
 
 
 @router.get("/batch", name="batch_form")
@@ -163,12 +129,12 @@ async def batch_start(
             {"billers": billers_of(container), "error": translate(lang, "upload.empty")},
             status_code=400,
         )
-    registry: JobRegistry = request.app.state.jobs
-    job = registry.new(user.username, filename)
+    job = container.jobs.start(kind=KIND, owner=user.username, filename=filename)
     thread = threading.Thread(
         target=_run_job, name=f"qr-batch-{job.id[:8]}", daemon=True,
-        args=(registry, job, container),
-        kwargs={"data": data, "default_biller": default_biller.strip().upper(),
+        args=(container.jobs.reporter(job.id), container),
+        kwargs={"data": data, "filename": filename, "owner": user.username,
+                "default_biller": default_biller.strip().upper(),
                 "skip_invalid": skip_invalid, "ip": client_ip(request), "lang": lang},
     )
     thread.start()
@@ -176,17 +142,19 @@ async def batch_start(
 
 
 @router.get("/batch/jobs/{job_id}.json", name="batch_job_json")
-def batch_job_json(request: Request, job_id: str, user: Operator) -> Response:
-    registry: JobRegistry = request.app.state.jobs
-    return JSONResponse(registry.snapshot(registry.get(job_id, user)),
+def batch_job_json(request: Request, job_id: str, container: ContainerDep,
+                   user: Operator) -> Response:
+    status = _visible_job(container, job_id, user)
+    return JSONResponse(job_json(status, request_lang(request)),
                         headers={"Cache-Control": "no-store"})
 
 
 @router.get("/batch/jobs/{job_id}", name="batch_job")
-def batch_job(request: Request, job_id: str, user: Operator) -> Response:
-    registry: JobRegistry = request.app.state.jobs
+def batch_job(request: Request, job_id: str, container: ContainerDep,
+              user: Operator) -> Response:
+    status = _visible_job(container, job_id, user)
     return render(request, "admin/batch_job.html",
-                  {"job": registry.snapshot(registry.get(job_id, user))})
+                  {"job": job_json(status, request_lang(request))})
 
 
 @router.get("/batches", name="batches")
