@@ -12,6 +12,19 @@ from selfpay.domain.accounts import Account, Bill
 from selfpay.entrypoints.web.app import create_app
 from support.web import TestClient, build_container, code_path
 
+
+def redis_or_skip(url: str) -> None:
+    import os
+
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("SELFPAY_REQUIRE_SERVERS") == "1":
+            pytest.fail(f"Redis not reachable at {url}: {exc} (SELFPAY_REQUIRE_SERVERS=1)")
+        pytest.skip(f"Redis not reachable at {url}: {exc}")
+
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_url", ["postgres"], indirect=True)]
 
 
@@ -33,6 +46,7 @@ def test_a_full_connection_pool_gets_a_quick_503_with_retry_after(db_url: str,
                                         "channel": "sandbox"})
                 page = client.get(code_path(container, "ELEC", "0012345678"))
                 health = client.get("/healthz")
+                ready = client.get("/readyz")  # a probe has a connection of its own
                 took = time.monotonic() - started
             finally:
                 held.close()
@@ -41,6 +55,7 @@ def test_a_full_connection_pool_gets_a_quick_503_with_retry_after(db_url: str,
             assert page.status_code == 503 and "系统繁忙" in page.text
             assert page.headers["Retry-After"] == "2"
             assert health.status_code == 200
+            assert ready.status_code == 200 and ready.text == "database ok\n"
             assert took < 5, f"waited {took:.1f} s instead of failing fast"
 
             # nothing was half-done: the same key now makes the order, once
@@ -52,3 +67,46 @@ def test_a_full_connection_pool_gets_a_quick_503_with_retry_after(db_url: str,
                 assert uow.orders.search().total == 1
     finally:
         container.close()
+
+
+@pytest.mark.parametrize(("redis_url", "status", "line"), [
+    ("redis://127.0.0.1:6379/15", 200, "redis ok"),
+    ("redis://127.0.0.1:1/0", 503, "redis unavailable"),  # nothing listens there
+])
+def test_readyz_names_the_part_that_is_missing(db_url: str, tmp_path: Path, redis_url: str,
+                                               status: int, line: str) -> None:
+    if status == 200:
+        redis_or_skip(redis_url)
+    container = build_container(tmp_path, database_url=db_url, run_worker=False,
+                                redis_url=redis_url)
+    try:
+        with TestClient(create_app(container=container)) as client:
+            r = client.get("/readyz")
+        assert r.status_code == status and line in r.text and "database ok" in r.text
+    finally:
+        container.close()
+
+
+class _Bridge:
+    def __init__(self, connected: bool) -> None:
+        self.connected = connected
+
+    def broker_ready(self) -> bool:
+        return self.connected
+
+
+@pytest.mark.parametrize("connected", [True, False])
+def test_readiness_counts_the_broker_link_of_a_bridged_web_tier(db_url: str,
+                                                                connected: bool) -> None:
+    from selfpay.adapters.db.engine import make_engine
+    from selfpay.adapters.health import Health
+
+    engine = make_engine(db_url)
+    health = Health(database_url=db_url, app_engine=engine, redis_url="",
+                    billing=_Bridge(connected))
+    try:
+        assert health.check() == {"database": "ok",
+                                  "broker": "ok" if connected else "not connected"}
+    finally:
+        health.close()
+        engine.dispose()

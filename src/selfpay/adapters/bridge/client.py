@@ -118,6 +118,10 @@ class Requester:
             self._ready.set()
             return
 
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set() and self._transport is not None
+
     async def wait_ready(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
@@ -266,6 +270,11 @@ class BridgeBillingSystem:
     def work_order_status(self, ref: str) -> WorkOrderResult:
         payload = self._call("work_order_status", {"ref": ref}, timeout_s=self.timeout_s)
         return codec.work_order_result_from_json(payload)
+
+    def broker_ready(self) -> bool:
+        """Whether this instance holds a live broker connection (for /readyz; an agent
+        outage is not the web tier's: pages then serve the cache or say so)."""
+        return self.requester.connected
 
     def ping(self) -> float:
         """Round trip to an agent in seconds (for /readyz); raises BillingSystemError."""

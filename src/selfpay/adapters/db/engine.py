@@ -41,6 +41,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         for key in POOL_KEYS:
             kwargs.pop(key, None)
         return _sqlite_engine(url, **kwargs)
+    if backend == "postgresql" and "poolclass" in kwargs:  # e.g. NullPool: no pool to size
+        for key in POOL_KEYS:
+            kwargs.pop(key, None)
+        return create_engine(url, **kwargs)
     if backend == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
         # Sync routes run on up to 40 threads, plus the worker: a request that waits

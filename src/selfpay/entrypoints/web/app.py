@@ -13,12 +13,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from selfpay.adapters.channels.sandbox_web import mount_sandbox
+from selfpay.adapters.health import Health
 from selfpay.adapters.ratelimit import RateLimiter, RequestBudget
 from selfpay.adapters.worker_thread import WorkerThread
 from selfpay.bootstrap import Container, bootstrap, build_embedded_agent
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                 await anyio.to_thread.run_sync(worker.stop)
             if agent is not None:
                 await anyio.to_thread.run_sync(agent.stop)
+            health.close()
             if owns_container:
                 built.close()
 
@@ -180,15 +181,18 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     def healthz() -> str:
         return "ok"
 
+    health = Health(database_url=settings.sqlalchemy_url, app_engine=built.engine,
+                    redis_url=settings.redis_url, billing=built.billing)
+    app.state.health = health
+
     @app.get("/readyz", response_class=PlainTextResponse, tags=["ops"])
     def readyz() -> Response:
-        try:
-            with built.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            return PlainTextResponse(f"database unavailable: {type(exc).__name__}",
-                                     status_code=503)
-        return PlainTextResponse("ok")
+        """The database, Redis (when configured) and the broker (with a bridge); 503 when
+        one of them is not there, so that a balancer sends no customers here."""
+        parts = health.check()
+        body = "".join(f"{name} {state}\n" for name, state in parts.items())
+        ready = all(state == "ok" for state in parts.values())
+        return PlainTextResponse(body, status_code=200 if ready else 503)
 
     @app.get("/", include_in_schema=False)
     def root() -> Response:
