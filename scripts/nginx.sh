@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A private nginx in front of selfpay serve instances, for tests and trials.
 #
-#   scripts/nginx.sh start PORT UPSTREAM_PORT...   nginx on 127.0.0.1:PORT -> 127.0.0.1:UPSTREAM_PORT...
-#   scripts/nginx.sh stop                          stop that nginx (only it)
+#   scripts/nginx.sh start PORT UPSTREAM_PORT...   127.0.0.1:PORT -> 127.0.0.1:UPSTREAM_PORT...
+#   scripts/nginx.sh stop                          stops that nginx (and no other)
 #   scripts/nginx.sh status
 #
 # Not the system service: one instance per directory (default .nginx/ in the checkout,
@@ -36,7 +36,9 @@ install_nginx() {
   if [ "$(id -u)" -ne 0 ]; then
     log "nginx is not installed (run: sudo apt-get install -y nginx)"; return 1
   fi
-  if ! command -v apt-get >/dev/null; then log "nginx is not installed and there is no apt-get"; return 1; fi
+  if ! command -v apt-get >/dev/null; then
+    log "nginx is not installed and there is no apt-get"; return 1
+  fi
   # Debian 12's `nginx` is the server itself; `nginx-light` adds an echo module to it (and
   # is a transitional name later). Either serves this configuration.
   local pkg=""
