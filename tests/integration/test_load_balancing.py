@@ -114,9 +114,10 @@ class Phone:
         assert order["amount_fen"] == due > 0, order
         no = order["order_no"]
         self.call("POST", f"/sandbox/api/orders/{no}/pay", json={"outcome": "success"})
-        end = time.monotonic() + 20
+        # a notification that met the dead instance comes again 1, 2, 5, 15 s later
+        end = time.monotonic() + 30
         while self.call("GET", f"/api/v1/orders/{no}").json()["status"] not in ("paid", "posted"):
-            assert time.monotonic() < end, f"{no} not paid within 20 s"
+            assert time.monotonic() < end, f"{no} not paid within 30 s"
             time.sleep(0.2)
         return order
 
@@ -298,7 +299,8 @@ def test_a_web_process_killed_behind_nginx_loses_and_doubles_no_payment(
             if status < 400 and ups[-1] != survivor]
     assert not late, late
     passed_on = sum(1 for _, status, ups in after if len(ups) > 1 and status < 400)
-    failed = Counter(f"{_route(req)} {status}" for req, status, _ in after if status >= 500)
+    failed = Counter(f"{_route(req.rsplit(' ', 1)[0])} {status}" for req, status, _ in after
+                     if status >= 500)
     print(f"\n{JOURNEYS} payments in {stream_s:.1f} s; answered before the kill "
           f"{dict(answered_by)}; after it {len(after)} requests, {passed_on} passed on by "
           f"nginx, failed {dict(failed)}; the client repeated {dict(phone.retries)}")
