@@ -133,3 +133,15 @@ def test_0005_gives_old_orders_the_bill_lines_their_history_recorded(db_url):
         engine.dispose()
     assert _diff(db_url) == []
 
+
+
+def test_processes_starting_at_once_on_a_fresh_database_migrate_it_once(db_url):
+    """serve, worker and agent each migrate at start; started together they must not
+    trip over each other's CREATE TABLEs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        for f in [pool.submit(migrate.upgrade, db_url) for _ in range(3)]:
+            f.result()
+    assert migrate.current(db_url) == migrate.head()
+    assert _diff(db_url) == []

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from selfpay.adapters.db.engine import make_engine, normalize_url
 
@@ -23,10 +24,20 @@ def alembic_config(url: str = "") -> Config:
     return cfg
 
 
+# Any constant: every selfpay process that migrates takes this lock first.
+MIGRATION_LOCK = 0x5E1F9A7
+
+
 def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate to `revision`. Safe when several processes start at once on a fresh
+    database (serve, worker and agent all migrate): on PostgreSQL they take turns under
+    an advisory lock, and the later ones find the schema done."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                             {"key": MIGRATION_LOCK})
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
