@@ -15,9 +15,9 @@ Needs `pip install -e '.[bench]'` (locust). In one run it:
    notification deliveries), SELFPAY_ENV=development, the sandbox channel, explicit
    secrets (so that this script signs the QR codes with the server's key), Redis with a
    prefix of its own, and 127.0.0.1 as the trusted proxy;
-3. phase 1, the baseline: --users locust users GET /healthz, 1 s think time, for
+3. phase 1, the baseline: --users locust users GET /healthz, 0.8-1.2 s think time, for
    --healthz-seconds once all are spawned;
-4. phase 2: --users users, 1 s think time between steps, each walking the journey on an
+4. phase 2: --users users, 0.8-1.2 s think time between steps, each walking the journey on an
    account of its own, never one already paid in this run: the code page (the signed QR
    URL), the account API, POST /api/v1/orders, the sandbox's scripted "success" (the
    sandbox then notifies the app over HTTP, signed, like a real channel), the order's
@@ -56,7 +56,7 @@ import gevent
 import gevent.event
 import httpx
 import psycopg
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, between, task
 from locust.env import Environment
 from locust.stats import RequestStats
 from pay_flow import create_postgres_database, drop_postgres_database, free_port
@@ -66,7 +66,9 @@ from selfpay.config import Settings, new_qr_key
 from selfpay.domain.qrcodes import make_payload
 
 BILLER = "ELEC"
-THINK_S = 1.0
+# 1 s think time on average; the spread keeps users that spawned together from walking
+# in step (with a constant second, 100 users would pay in the same instant, then idle)
+THINK = between(0.8, 1.2)
 POLL_S = 1.0  # how often a user asks whether its order is posted
 POSTED_WITHIN_S = 30.0  # then the journey counts as "not posted"
 DRAIN_MAX_S = 90.0  # journeys still running this long after the end are cut off
@@ -173,6 +175,31 @@ def order_counts(url: str) -> dict[str, int]:
     counts["(sandbox deliveries not acknowledged)"] = int(undelivered[0]) if undelivered else 0
     counts["(postings not done)"] = int(postings[0]) if postings else 0
     return counts
+
+
+STAGES_SQL = """
+SELECT percentile_cont(ARRAY[0.5, 0.99])
+           WITHIN GROUP (ORDER BY extract(epoch FROM e.at - t.paid_at)),
+       percentile_cont(ARRAY[0.5, 0.99])
+           WITHIN GROUP (ORDER BY extract(epoch FROM o.posted_at - e.at))
+FROM orders o
+JOIN sandbox_trades t ON t.order_no = o.order_no
+JOIN order_events e ON e.order_no = o.order_no AND e.kind = 'state' AND e.to_status = 'paid'
+WHERE o.status = 'posted'
+"""
+
+
+def stage_latencies(url: str) -> str:
+    """Where the time from the sandbox's "paid" to `posted` goes, from the timestamps the
+    app wrote: the notification's delivery (the sandbox's queue in the worker, then the
+    app's notify handler), then the posting (the worker's outbox)."""
+    with psycopg.connect(psycopg_dsn(url), autocommit=True) as conn:
+        row = conn.execute(STAGES_SQL).fetchone()
+    if not row or row[0] is None:
+        return "no posted order"
+    (n50, n99), (p50, p99) = row
+    return (f"sandbox paid -> app notified p50 {n50:.1f} s, p99 {n99:.1f} s; "
+            f"notified -> posted p50 {p50:.1f} s, p99 {p99:.1f} s")
 
 
 def wait_for_quiet(url: str, grace_s: float) -> tuple[dict[str, int], float]:
@@ -308,9 +335,14 @@ def process_tree(servers: Servers) -> list[tuple[str, int]]:
             children = proc.children(recursive=True)
         except psutil.NoSuchProcess:
             continue
-        label = f"{role} (supervisor)" if role == "serve" and children else role
-        out.append((label, pid))
-        out.extend((f"{role} child", c.pid) for c in children)
+        out.append((f"{role} (supervisor)" if role == "serve" and children else role, pid))
+        for child in children:
+            try:
+                tracker = "resource_tracker" in " ".join(child.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            out.append((f"{role} multiprocessing tracker" if tracker else f"{role} process",
+                        child.pid))
     return out
 
 
@@ -362,7 +394,7 @@ IPS = client_ips()
 
 
 class HealthzUser(FastHttpUser):
-    wait_time = constant(THINK_S)
+    wait_time = THINK
     connection_timeout = 30.0
     network_timeout = 60.0
 
@@ -380,13 +412,18 @@ class HealthzUser(FastHttpUser):
 
 
 class JourneyUser(FastHttpUser):
-    wait_time = constant(THINK_S)  # between journeys; gevent.sleep(THINK_S) between steps
+    wait_time = THINK  # between journeys; think() between steps
     connection_timeout = 30.0
     network_timeout = 60.0
     shared: ClassVar[Run]  # ("run" is User's own method)
 
     def on_start(self) -> None:
         self.headers = {"X-Forwarded-For": next(IPS)}
+
+    def think(self) -> None:
+        # gevent.sleep, not self.wait(): locust may stop a user inside wait(), and a
+        # journey cut between order and payment would leave an order pending
+        gevent.sleep(self.wait_time())
 
     def _call(self, method: str, path: str, step: str, *, expect: int = 200,
               json: dict[str, Any] | None = None,
@@ -430,13 +467,13 @@ class JourneyUser(FastHttpUser):
         if self._call("GET", run.code_paths[account], STEP_CODE) is None:
             run.failed += 1
             return
-        gevent.sleep(THINK_S)
+        self.think()
         summary = self._call("GET", f"/api/v1/billers/{BILLER}/accounts/{account}",
                              STEP_ACCOUNT)
         if not summary or not summary.get("total_due_fen"):
             run.failed += 1
             return
-        gevent.sleep(THINK_S)
+        self.think()
         order = self._call("POST", "/api/v1/orders", STEP_ORDER, expect=201,
                            json={"biller": BILLER, "account": account, "channel": "sandbox"},
                            headers={"Idempotency-Key": uuid.uuid4().hex})
@@ -444,7 +481,7 @@ class JourneyUser(FastHttpUser):
             run.failed += 1
             return
         order_no = order["order_no"]
-        gevent.sleep(THINK_S)
+        self.think()
         if self._call("POST", f"/sandbox/api/orders/{order_no}/pay", STEP_PAY,
                       json={"outcome": "success"}) is None:
             run.failed += 1
@@ -463,7 +500,7 @@ class JourneyUser(FastHttpUser):
                 run.not_posted_orders.append(f"{order_no} ({status.get('status')})")
                 return
         run.pay_to_posted_s.append(time.monotonic() - paid)
-        gevent.sleep(THINK_S)
+        self.think()
         if self._call("GET", f"/receipt/{order_no}", STEP_RECEIPT) is None:
             run.failed += 1
             return
@@ -604,6 +641,8 @@ def main() -> None:
                         help="at the end, wait this long at most for unfinished orders")
     parser.add_argument("--output-md", type=Path, help="also write the tables as Markdown")
     parser.add_argument("--keep-logs", type=Path, help="copy the server logs to this folder")
+    parser.add_argument("--keep-db", action="store_true",
+                        help="leave the database for a look afterwards (prints its URL)")
     args = parser.parse_args()
     if args.accounts < 1 or args.users < 1 or args.web_processes < 1 or args.workers < 1:
         parser.error("--users, --accounts, --web-processes and --workers must be at least 1")
@@ -648,6 +687,7 @@ def main() -> None:
                             spawn_rate=args.spawn_rate, seconds=args.seconds, run=run)
         counts, waited = wait_for_quiet(url, args.grace_seconds)
         checks = ledger_checks(url)
+        stages = stage_latencies(url)
         stop_sampling.set()
         sampler.join(5)
     finally:
@@ -658,7 +698,9 @@ def main() -> None:
                 for log in servers.logs:
                     shutil.copy(log, args.keep_logs / log.name)
         log_count, log_lines = server_log_problems(servers.logs) if servers else (0, [])
-        if pg_name:
+        if pg_name and args.keep_db:
+            print(f"kept the database: {url}")
+        elif pg_name:
             drop_postgres_database(pg_name)
         clear_redis(redis_prefix)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -669,7 +711,7 @@ def main() -> None:
     failures = sum(r.failures for r in rows)
     header = [
         f"selfpay load test, {dt.datetime.now().isoformat(timespec='seconds')}: "
-        f"{args.users} users (spawn rate {args.spawn_rate:g}/s), 1 s think time, PostgreSQL, "
+        f"{args.users} users (spawn rate {args.spawn_rate:g}/s), 0.8-1.2 s think time, PostgreSQL, "
         f"{args.web_processes} web process(es) (`selfpay serve --workers "
         f"{args.web_processes}`), {args.workers} `selfpay worker` process(es), "
         f"{args.accounts} accounts",
@@ -692,6 +734,7 @@ def main() -> None:
         f"{pct(run.pay_to_posted_s, 50):.1f} s, p99 {pct(run.pay_to_posted_s, 99):.1f} s; "
         f"whole journey p50 {pct(run.journey_s, 50):.1f} s (5 s or more of it think time "
         "and polling)",
+        f"from the database: {stages}",
         f"orders left unfinished after {waited:.0f} s of grace: {pending} (target 0); "
         "by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
         f"request failures: {failures} (target 0)",
