@@ -625,7 +625,7 @@ def mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1000)
@@ -646,10 +646,27 @@ def main() -> None:
     args = parser.parse_args()
     if args.accounts < 1 or args.users < 1 or args.web_processes < 1 or args.workers < 1:
         parser.error("--users, --accounts, --web-processes and --workers must be at least 1")
+    return args
 
+
+@dataclass
+class Result:
+    healthz: Phase
+    journey: Phase
+    run: Run
+    usage: Usage
+    counts: dict[str, int]  # orders by status at the end
+    waited_s: float
+    checks: list[Check]
+    stages: str
+    log_count: int
+    log_lines: list[str]
+
+
+def measure(args: argparse.Namespace) -> Result:
     tmp = Path(tempfile.mkdtemp(prefix="selfpay-load-"))
     redis_prefix = f"selfpay-load-{uuid.uuid4().hex[:8]}:"
-    pg_name = ""
+    pg_name = url = ""
     servers: Servers | None = None
     usage = Usage()
     try:
@@ -704,21 +721,26 @@ def main() -> None:
             drop_postgres_database(pg_name)
         clear_redis(redis_prefix)
         shutil.rmtree(tmp, ignore_errors=True)
+    return Result(healthz, journey, run, usage, counts, waited, checks, stages, log_count,
+                  log_lines)
 
-    rows = step_rows(healthz.stats, journey.stats)
+
+def report(args: argparse.Namespace, r: Result) -> None:
+    rows = step_rows(r.healthz.stats, r.journey.stats)
+    journey, run = r.journey, r.run
     in_window = [t for t in run.finish_times if journey.steady_start <= t <= journey.steady_end]
-    pending = sum(counts.get(s, 0) for s in UNFINISHED)
-    failures = sum(r.failures for r in rows)
+    pending = sum(r.counts.get(s, 0) for s in UNFINISHED)
+    failures = sum(row.failures for row in rows)
     header = [
         f"selfpay load test, {dt.datetime.now().isoformat(timespec='seconds')}: "
-        f"{args.users} users (spawn rate {args.spawn_rate:g}/s), 0.8-1.2 s think time, PostgreSQL, "
-        f"{args.web_processes} web process(es) (`selfpay serve --workers "
+        f"{args.users} users (spawn rate {args.spawn_rate:g}/s), 0.8-1.2 s think time, "
+        f"PostgreSQL, {args.web_processes} web process(es) (`selfpay serve --workers "
         f"{args.web_processes}`), {args.workers} `selfpay worker` process(es), "
         f"{args.accounts} accounts",
         f"machine: {os.cpu_count()} cores shared by locust, the server, its workers, "
-        f"PostgreSQL and Redis; locust's own CPU during phase 2: mean "
-        f"{mean(usage.locust_cpu):.0f}% of one core, machine {mean(usage.machine_cpu):.0f}%",
-        f"phase 1 (/healthz): {healthz.steady_s:.0f} s after {healthz.spawn_s:.0f} s of "
+        f"PostgreSQL and Redis; during phase 2 locust itself used {mean(r.usage.locust_cpu):.0f}%"
+        f" of one core, the whole machine {mean(r.usage.machine_cpu):.0f}%",
+        f"phase 1 (/healthz): {r.healthz.steady_s:.0f} s after {r.healthz.spawn_s:.0f} s of "
         f"spawning; phase 2 (journeys): {journey.steady_s:.0f} s after "
         f"{journey.spawn_s:.0f} s of spawning, then {journey.drain_s:.0f} s for the journeys "
         "under way to end (percentiles cover steady + drain)",
@@ -734,33 +756,26 @@ def main() -> None:
         f"{pct(run.pay_to_posted_s, 50):.1f} s, p99 {pct(run.pay_to_posted_s, 99):.1f} s; "
         f"whole journey p50 {pct(run.journey_s, 50):.1f} s (5 s or more of it think time "
         "and polling)",
-        f"from the database: {stages}",
-        f"orders left unfinished after {waited:.0f} s of grace: {pending} (target 0); "
-        "by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        f"from the database: {r.stages}",
+        f"orders left unfinished after {r.waited_s:.0f} s of grace: {pending} (target 0); "
+        "by status: " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())),
         f"request failures: {failures} (target 0)",
     ]
-    memory = [f"{key}: {mib(usage.rss_now[key])} at the end, peak {mib(usage.rss_peak[key])}"
-              for key in sorted(usage.rss_now)]
-    invariants = [f"{'OK  ' if c.ok else 'FAIL'} {c.name}: {c.value}" for c in checks]
-    errors = error_lines(healthz.stats, journey.stats)
+    memory = [f"{key}: {mib(r.usage.rss_now[key])} at the end, peak "
+              f"{mib(r.usage.rss_peak[key])}" for key in sorted(r.usage.rss_now)]
+    invariants = [f"{'OK  ' if c.ok else 'FAIL'} {c.name}: {c.value}" for c in r.checks]
+    errors = error_lines(r.healthz.stats, journey.stats)
 
-    print()
-    print("\n".join(header))
-    print()
-    print("\n".join(format_table(rows, markdown=False)))
-    print()
-    print("\n".join(summary))
-    print("memory (RSS): " + "; ".join(memory))
-    print("invariants:")
-    print("\n".join("  " + line for line in invariants))
+    print("", *header, "", *format_table(rows, markdown=False), "", *summary, sep="\n")
+    print("memory (RSS):", *(f"  {line}" for line in memory), sep="\n")
+    print("invariants:", *(f"  {line}" for line in invariants), sep="\n")
     if errors:
-        print("request errors (most frequent first):")
-        print("\n".join("  " + line for line in errors))
+        print("request errors (most frequent first):", *(f"  {line}" for line in errors),
+              sep="\n")
     if run.not_posted_orders:
         print("not posted within 30 s, e.g.: " + ", ".join(run.not_posted_orders[:5]))
-    print(f"server log: {log_count} warning/error lines" + (":" if log_lines else ""))
-    print("\n".join("  " + line for line in log_lines))
-
+    print(f"server log: {r.log_count} warning/error lines", *(f"  {line}" for line in
+                                                               r.log_lines), sep="\n")
     if args.output_md:
         md = ["", *(f"{line}  " for line in header), "",
               *format_table(rows, markdown=True), "",
@@ -769,10 +784,17 @@ def main() -> None:
               "- invariants: " + "; ".join(invariants), ""]
         args.output_md.write_text("\n".join(md), encoding="utf-8")
         print(f"wrote {args.output_md}")
-    if not all(c.ok for c in checks):
+
+
+def main() -> None:
+    args = parse_args()
+    result = measure(args)
+    report(args, result)
+    if not all(c.ok for c in result.checks):
         sys.exit(1)
-    if healthz.exceptions or journey.exceptions:
-        print("locust users raised: " + "; ".join(healthz.exceptions + journey.exceptions))
+    raised = result.healthz.exceptions + result.journey.exceptions
+    if raised:
+        print("locust users raised (a bug of this script): " + "; ".join(raised))
         sys.exit(2)
 
 
