@@ -55,6 +55,7 @@ from typing import Any, ClassVar
 import gevent
 import gevent.event
 import httpx
+import psutil
 import psycopg
 from locust import FastHttpUser, between, task
 from locust.env import Environment
@@ -319,13 +320,17 @@ def server_log_problems(logs: list[Path], limit: int = 12) -> tuple[int, list[st
 class Usage:
     rss_now: dict[str, int] = field(default_factory=dict)  # "role pid" -> bytes
     rss_peak: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # % of one core, per second
     locust_cpu: list[float] = field(default_factory=list)
     machine_cpu: list[float] = field(default_factory=list)
 
+    def new_phase(self) -> None:
+        self.cpu.clear()
+        self.locust_cpu.clear()
+        self.machine_cpu.clear()
+
 
 def process_tree(servers: Servers) -> list[tuple[str, int]]:
-    import psutil
-
     out = []
     roots = [("serve", servers.web.pid)] + [(f"worker {i + 1}", p.pid)
                                             for i, p in enumerate(servers.workers)]
@@ -347,18 +352,22 @@ def process_tree(servers: Servers) -> list[tuple[str, int]]:
 
 
 def sample_usage(servers: Servers, usage: Usage, stop: gevent.event.Event) -> None:
-    import psutil
-
     me = psutil.Process()
     me.cpu_percent()
     psutil.cpu_percent()
+    procs: dict[int, psutil.Process] = {}  # kept: cpu_percent() measures since the last call
     while not stop.wait(1.0):
         for role, pid in process_tree(servers):
+            key = f"{role} {pid}"
             try:
-                rss = int(psutil.Process(pid).memory_info().rss)
+                if pid not in procs:
+                    procs[pid] = psutil.Process(pid)
+                    procs[pid].cpu_percent()
+                else:
+                    usage.cpu.setdefault(key, []).append(procs[pid].cpu_percent())
+                rss = int(procs[pid].memory_info().rss)
             except psutil.NoSuchProcess:
                 continue
-            key = f"{role} {pid}"
             usage.rss_now[key] = rss
             usage.rss_peak[key] = max(rss, usage.rss_peak.get(key, 0))
         usage.locust_cpu.append(me.cpu_percent())
@@ -695,8 +704,7 @@ def measure(args: argparse.Namespace) -> Result:
               flush=True)
         healthz = run_phase(HealthzUser, host=host, users=args.users,
                             spawn_rate=args.spawn_rate, seconds=args.healthz_seconds)
-        usage.locust_cpu.clear()
-        usage.machine_cpu.clear()
+        usage.new_phase()
         print(f"phase 2: {args.users} users paying for {args.seconds:g} s", flush=True)
         run = Run(code_paths=code_paths, accounts=iter(accounts))
         JourneyUser.shared = run
@@ -762,12 +770,14 @@ def report(args: argparse.Namespace, r: Result) -> None:
         f"request failures: {failures} (target 0)",
     ]
     memory = [f"{key}: {mib(r.usage.rss_now[key])} at the end, peak "
-              f"{mib(r.usage.rss_peak[key])}" for key in sorted(r.usage.rss_now)]
+              f"{mib(r.usage.rss_peak[key])}; CPU in phase 2 "
+              f"{mean(r.usage.cpu.get(key, [])):.0f}% of one core"
+              for key in sorted(r.usage.rss_now)]
     invariants = [f"{'OK  ' if c.ok else 'FAIL'} {c.name}: {c.value}" for c in r.checks]
     errors = error_lines(r.healthz.stats, journey.stats)
 
     print("", *header, "", *format_table(rows, markdown=False), "", *summary, sep="\n")
-    print("memory (RSS):", *(f"  {line}" for line in memory), sep="\n")
+    print("memory (RSS) and CPU per process:", *(f"  {line}" for line in memory), sep="\n")
     print("invariants:", *(f"  {line}" for line in invariants), sep="\n")
     if errors:
         print("request errors (most frequent first):", *(f"  {line}" for line in errors),
@@ -780,8 +790,9 @@ def report(args: argparse.Namespace, r: Result) -> None:
         md = ["", *(f"{line}  " for line in header), "",
               *format_table(rows, markdown=True), "",
               *(f"- {line}" for line in summary),
-              "- memory (RSS): " + "; ".join(memory),
-              "- invariants: " + "; ".join(invariants), ""]
+              "- memory (RSS) and CPU per process:", *(f"  - {line}" for line in memory),
+              "- invariants:", *(f"  - {line.replace('OK  ', 'OK')}" for line in invariants),
+              ""]
         args.output_md.write_text("\n".join(md), encoding="utf-8")
         print(f"wrote {args.output_md}")
 
