@@ -331,6 +331,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="default: SELFPAY_PORT")] = None,
     workers: Annotated[int, typer.Option(
         help="web processes sharing the port; 0: one per core")] = 0,
+    access_log: Annotated[bool | None, typer.Option(
+        "--access-log/--no-access-log",
+        help="uvicorn's line per request; default: SELFPAY_ACCESS_LOG")] = None,
 ) -> None:
     """Run the web tier (public pages, API, admin console). Each process also runs the
     posting / reconcile / message loops unless SELFPAY_RUN_WORKER=false (then run
@@ -345,7 +348,7 @@ def serve(
     s = c.settings
     n = workers or os.cpu_count() or 1
     bind: dict[str, Any] = {"host": host or s.host, "port": port or s.port, "log_level": "info",
-                            "access_log": s.access_log,
+                            "access_log": s.access_log if access_log is None else access_log,
             # X-Forwarded-For is read by the app itself, and only from the proxies in
             # SELFPAY_TRUSTED_PROXIES (entrypoints/web/deps.py client_ip)
             "proxy_headers": False}

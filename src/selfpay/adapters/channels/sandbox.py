@@ -58,6 +58,7 @@ MAX_DELIVERY_ATTEMPTS = 40  # about 5 hours; then the delivery is given up (last
 DELIVERY_TIMEOUT_S = 5.0
 MAX_CLOCK_SKEW_S = 300
 MAX_REPEAT = 10
+DELIVERY_ROUND = 20  # deliveries sent one after the other per round of the thread
 CLAIM_LEASE = dt.timedelta(seconds=30)  # a claimed delivery is not sent again meanwhile
 HEADER_TIMESTAMP = "Sandbox-Timestamp"
 HEADER_NONCE = "Sandbox-Nonce"
@@ -426,7 +427,8 @@ class SandboxChannel:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self.deliver_due()
+                if self.deliver_due(limit=DELIVERY_ROUND) >= DELIVERY_ROUND:
+                    continue  # more may be due: a full round must not wait for the poll
             except Exception:  # noqa: BLE001 - the worker must outlive one bad round
                 log.exception("sandbox delivery round failed")
                 time.sleep(self._poll_interval_s)
