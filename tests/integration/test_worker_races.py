@@ -330,3 +330,28 @@ def test_a_stale_message_claim_cannot_mark_a_sent_message_failed(world) -> None:
     with a.uow() as uow:
         [message] = uow.messages.list().items
     assert message.status == "sent" and message.attempts == 0 and message.error == ""
+
+
+def test_a_committed_outbox_row_wakes_a_listening_worker_and_a_rolled_back_one_does_not(
+        world, db_url: str) -> None:
+    from selfpay.adapters.db.listener import WakeListener
+
+    clock, billing, channel, process = world
+    woken = threading.Event()
+    listener = WakeListener(db_url, woken.set)
+    listener.start()
+    try:
+        time.sleep(1.5)  # LISTEN is in place
+        p = process()
+        with p.uow() as uow:
+            uow.messages.add(Message(id=None, kind="sms_code", to="13800000000", subject="",
+                                     body="******", created_at=NOW))
+            uow.rollback()
+        assert not woken.wait(1.5), "woken by a transaction that was rolled back"
+        with p.uow() as uow:
+            uow.messages.add(Message(id=None, kind="sms_code", to="13800000000", subject="",
+                                     body="******", created_at=NOW))
+            uow.commit()
+        assert woken.wait(5), "the commit did not wake the listener"
+    finally:
+        listener.stop()

@@ -376,6 +376,7 @@ def worker(
     import threading
 
     from selfpay.adapters.channels.sandbox import SandboxChannel
+    from selfpay.adapters.db.listener import WakeListener
     from selfpay.adapters.worker_thread import WorkerThread
     from selfpay.bootstrap import build_embedded_agent
     from selfpay.services.worker import run_once
@@ -402,6 +403,11 @@ def worker(
         if agent is not None:
             agent.start()
         loop.start()
+        # PostgreSQL: wake at once when a web process queues a posting or a message
+        wake = (WakeListener(s.sqlalchemy_url, loop.wake)
+                if WakeListener.supported(s.sqlalchemy_url) else None)
+        if wake is not None:
+            wake.start()
         if isinstance(sandbox, SandboxChannel):
             sandbox.start()
         out.print(f"worker running (every {s.worker_interval_s:g} s; reconcile every "
@@ -409,6 +415,8 @@ def worker(
         while not stop.wait(1.0):
             if not loop.running:  # pragma: no cover - the loop isolates its errors
                 raise _fail("the worker loop ended unexpectedly")
+        if wake is not None:
+            wake.stop()
         loop.stop()
         if isinstance(sandbox, SandboxChannel):
             sandbox.stop()

@@ -14,7 +14,7 @@ import base64
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -235,11 +235,22 @@ def _posting(row: Row[Any]) -> Posting:
     )
 
 
+WAKE_CHANNEL = "selfpay_work"  # LISTEN/NOTIFY: `selfpay worker` wakes when work is added
+
+
+def wake_workers(conn: Connection) -> None:
+    """On PostgreSQL, tell listening workers that work was queued; the notice is sent
+    when (and only if) the caller's transaction commits."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+
+
 class SqlAlchemyPostingOutbox:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     def add(self, posting: Posting) -> None:
+        wake_workers(self._conn)
         try:
             self._conn.execute(
                 insert(t.postings).values(
@@ -374,6 +385,7 @@ class SqlAlchemyMessageOutbox:
         self._conn = conn
 
     def add(self, message: Message) -> int:
+        wake_workers(self._conn)  # an SMS code is awaited by a customer
         result = self._conn.execute(insert(t.messages).values(**_message_values(message)))
         message.id = _new_id(result)
         return message.id
