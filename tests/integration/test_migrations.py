@@ -137,11 +137,14 @@ def test_0005_gives_old_orders_the_bill_lines_their_history_recorded(db_url):
 
 def test_processes_starting_at_once_on_a_fresh_database_migrate_it_once(db_url):
     """serve, worker and agent each migrate at start; started together they must not
-    trip over each other's CREATE TABLEs."""
-    from concurrent.futures import ThreadPoolExecutor
+    trip over each other's CREATE TABLEs (three processes, as on a real start)."""
+    import subprocess
+    import sys
 
-    with ThreadPoolExecutor(3) as pool:
-        for f in [pool.submit(migrate.upgrade, db_url) for _ in range(3)]:
-            f.result()
+    code = "import sys; from selfpay.adapters.db.migrate import upgrade; upgrade(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, db_url], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for _ in range(3)]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
     assert migrate.current(db_url) == migrate.head()
     assert _diff(db_url) == []
