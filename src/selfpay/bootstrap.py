@@ -50,6 +50,7 @@ class Container:
     settings: Settings
     engine: Engine
     uow_factory: Callable[[], UnitOfWork]
+    read_uow_factory: Callable[[], UnitOfWork]  # reads that change nothing (pages, polls)
     billing: BillingSystem
     hasher: PasswordHasher
     keyring: QrKeyring
@@ -130,7 +131,8 @@ def bootstrap(
 
     # The built-in ledger shares the app's database when billing is in-process; with a
     # bridge (SELFPAY_TRANSPORT=embedded|stomp) the web tier knows only the broker.
-    local = (lambda: LedgerBillingSystem(uow_factory)) if settings.billing == "ledger" else None
+    local = ((lambda: LedgerBillingSystem(uow_factory, read_uow_factory=read_uow_factory))
+             if settings.billing == "ledger" else None)
     billing = build_billing(settings, engine=engine, local=local)
     try:
         built = dict(channels) if channels is not None else load_channels(settings, engine=engine)
@@ -163,6 +165,7 @@ def bootstrap(
         settings=settings,
         engine=engine,
         uow_factory=uow_factory,
+        read_uow_factory=read_uow_factory,
         billing=billing,
         hasher=Argon2Hasher(),
         keyring=settings.keyring(),

@@ -29,14 +29,17 @@ class LedgerBillingSystem:
         clock: Callable[[], dt.datetime] = _utcnow,
         *,
         engine: Engine | None = None,
+        read_uow_factory: Callable[[], UnitOfWork] | None = None,
     ) -> None:
-        """`engine`, when given, is owned by this object and disposed by close()."""
+        """`engine`, when given, is owned by this object and disposed by close();
+        `read_uow_factory` serves the look-ups that change nothing."""
         self._uow_factory = uow_factory
+        self._read_uow = read_uow_factory or uow_factory
         self._clock = clock
         self._engine = engine
 
     def account_summary(self, biller: str, account: str) -> AccountSummary:
-        return ledger.account_summary(self._uow_factory(), biller, account)
+        return ledger.account_summary(self._read_uow(), biller, account)
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:
         return ledger.post_payment(self._uow_factory(), posting, self._clock())
@@ -46,7 +49,7 @@ class LedgerBillingSystem:
         return ledger_work_orders.submit(self._uow_factory(), order, self._clock())
 
     def work_order_status(self, ref: str) -> WorkOrderResult:
-        return ledger_work_orders.status(self._uow_factory(), ref)
+        return ledger_work_orders.status(self._read_uow(), ref)
 
     def set_work_order_status(self, ref: str, status: str, *, note: str = "") -> WorkOrderResult:
         """Billing-side staff move a work order along (the demo's admin page does)."""
@@ -60,4 +63,6 @@ class LedgerBillingSystem:
 
 def build(settings: Settings) -> LedgerBillingSystem:
     engine = make_engine(settings.sqlalchemy_url)
-    return LedgerBillingSystem(lambda: SqlAlchemyUnitOfWork(engine), engine=engine)
+    return LedgerBillingSystem(lambda: SqlAlchemyUnitOfWork(engine), engine=engine,
+                               read_uow_factory=lambda: SqlAlchemyUnitOfWork(engine,
+                                                                             read_only=True))

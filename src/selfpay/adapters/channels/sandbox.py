@@ -59,8 +59,8 @@ MAX_DELIVERY_ATTEMPTS = 40  # about 5 hours; then the delivery is given up (last
 DELIVERY_TIMEOUT_S = 5.0
 MAX_CLOCK_SKEW_S = 300
 MAX_REPEAT = 10
-DELIVERY_ROUND = 40  # deliveries per round of the thread
-DELIVERY_CONCURRENCY = 8  # sent at once, as a real platform's notifier does
+DELIVERY_ROUND = 64  # deliveries per round of the thread
+DELIVERY_CONCURRENCY = 32  # sent at once: a real platform notifies many merchants in parallel
 CLAIM_LEASE = dt.timedelta(seconds=30)  # a claimed delivery is not sent again meanwhile
 HEADER_TIMESTAMP = "Sandbox-Timestamp"
 HEADER_NONCE = "Sandbox-Nonce"

@@ -45,7 +45,8 @@ class SqlAlchemyUnitOfWork:
     and on leaving it rolls back only if an exception is on its way out (a failed use
     case writes nothing), never the caller's pending work otherwise.
 
-    ``read_only=True`` only changes how SQLite begins (deferred instead of IMMEDIATE).
+    ``read_only=True`` is for reads that change nothing: SQLite begins deferred instead of
+    IMMEDIATE, PostgreSQL runs the statements in autocommit (commit() is then a no-op).
     """
 
     billers: BillerRepository
@@ -85,7 +86,13 @@ class SqlAlchemyUnitOfWork:
             return self
         conn = self._engine.connect()
         if self._read_only:
-            conn = conn.execution_options(**{READ_ONLY: True})
+            # SQLite: a deferred BEGIN (engine.py). PostgreSQL: no transaction at all, each
+            # statement on its own (READ COMMITTED gives every statement its own snapshot
+            # anyway): no BEGIN and ROLLBACK round trips on the pages customers poll.
+            options: dict[str, Any] = {READ_ONLY: True}
+            if conn.dialect.name == "postgresql":
+                options["isolation_level"] = "AUTOCOMMIT"
+            conn = conn.execution_options(**options)
         self._conn = conn
         self.billers = repos.SqlAlchemyBillerRepository(conn)
         self.accounts = repos.SqlAlchemyAccountRepository(conn)

@@ -86,7 +86,7 @@ class ApiRoute(APIRoute):
 router = APIRouter(prefix="/api/v1", route_class=ApiRoute)
 
 
-def get_payments(container: ContainerDep) -> Payments:
+async def get_payments(container: ContainerDep) -> Payments:  # no I/O: no thread hop
     return container.payments
 
 

@@ -221,9 +221,10 @@ def view_state(order: Order) -> str:
 
 
 def status_context(container: Any, order: Order, lang: str, *, openid: bool) -> dict[str, Any]:
-    with container.uow_factory() as uow:
+    with container.read_uow_factory() as uow:
         biller = uow.billers.get(order.biller)
-        account = uow.accounts.get(order.biller, order.account)
+        # the holder as the order recorded it; older orders: as the ledger has it now
+        account = None if order.holder else uow.accounts.get(order.biller, order.account)
     biller_name = order.biller
     if biller is not None:
         biller_name = (biller.name_en or biller.name) if lang == "en" else biller.name
@@ -234,7 +235,7 @@ def status_context(container: Any, order: Order, lang: str, *, openid: bool) -> 
         "state": view_state(order),
         "cashier_url": str(action.get("url", "")) if action.get("kind") == "redirect" else "",
         "biller_name": biller_name,
-        "masked_name": mask_name(account.name) if account else "",
+        "masked_name": order.holder or (mask_name(account.name) if account else ""),
         "qr": qr_svg(code_url) if code_url and order.is_open else "",
         "account_path": code_path(container, order.biller, order.account),
         "config": json.dumps({
@@ -255,7 +256,7 @@ def status_context(container: Any, order: Order, lang: str, *, openid: bool) -> 
 def pay_status(request: Request, order_no: str, container: ContainerDep) -> Response:
     if not ORDER_NO_RE.match(order_no):
         return private_page(request, "public/order_unknown.html", {}, 404)
-    with container.uow_factory() as uow:
+    with container.read_uow_factory() as uow:
         order = uow.orders.get(order_no)
     if order is None:
         return private_page(request, "public/order_unknown.html", {}, 404)
@@ -272,7 +273,7 @@ def my_accounts(request: Request, container: ContainerDep) -> Response:
     lang = request_lang(request)
     items: list[dict[str, str]] = []
     if payer:
-        with container.uow_factory() as uow:
+        with container.read_uow_factory() as uow:
             pairs = uow.payers.list(payer)
             billers = {b.code: b for b in uow.billers.list()}
             for biller_code, number in pairs:

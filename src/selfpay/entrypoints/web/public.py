@@ -55,7 +55,7 @@ def code_page(request: Request, biller: str, account: str, tag: str,
     except InvalidCode as exc:
         log.info("refused QR code %s/%s: %s", biller[:8], account[:32], exc)
         return _page(request, "public/invalid.html", {}, 400)
-    with container.uow_factory() as uow:
+    with container.read_uow_factory() as uow:
         known = uow.billers.get(ref.biller)
     lang = request_lang(request)
     biller_name = ref.biller
@@ -71,7 +71,7 @@ def code_page(request: Request, biller: str, account: str, tag: str,
     except BillingSystemError:
         log.warning("billing system unavailable for %s/%s", ref.biller, ref.account)
         return _page(request, "public/unavailable.html", base, 503)
-    with container.uow_factory() as uow:
+    with container.read_uow_factory() as uow:
         # Bills of orders that are paid but not yet posted are on their way: not again.
         in_flight = uow.orders.paid_bill_ids(ref.biller, ref.account)
     bills = [b for b in summary.open_bills if b.id not in in_flight]

@@ -27,7 +27,7 @@ def receipt_url(container: Container, order_no: str) -> str:
 def _load(container: Container, order_no: str) -> Receipt | None:
     if not ORDER_NO_RE.match(order_no):
         return None
-    return load_receipt(container.uow_factory(), order_no)
+    return load_receipt(container.read_uow_factory(), order_no)
 
 
 # Declared before /receipt/{order_no}: that pattern would also match "<no>.pdf".

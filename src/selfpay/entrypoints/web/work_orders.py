@@ -190,7 +190,7 @@ def _verified(container: Container, biller: str, account: str, tag: str) -> tupl
 
 
 def _biller_name(container: Container, code: str, lang: str) -> str:
-    with container.uow_factory() as uow:
+    with container.read_uow_factory() as uow:
         known = uow.billers.get(code)
     if known is None:
         return code
