@@ -22,6 +22,7 @@ from selfpay.adapters.db.migrate import upgrade
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
 from selfpay.domain.accounts import Account, Bill, Biller
 
+REDIS_URL = os.environ.get("SELFPAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get(
     "SELFPAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -136,3 +137,39 @@ def seeded(uow_factory: Callable[[], SqlAlchemyUnitOfWork]) -> Seeded:
         }
         uow.commit()
     return Seeded(ids)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis (SELFPAY_TEST_REDIS_URL, default database 15 on 127.0.0.1); skipped
+    when unreachable, unless SELFPAY_REQUIRE_SERVERS=1."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        reason = f"Redis not reachable at {REDIS_URL}: {exc}"
+        if _servers_required():
+            pytest.fail(reason + " (SELFPAY_REQUIRE_SERVERS=1)")
+        pytest.skip(reason)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A Redis namespace of this test's own, emptied afterwards."""
+    name = f"selfpay-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    if "redis_url" in request.fixturenames:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            keys = list(client.scan_iter(f"{name}:*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()

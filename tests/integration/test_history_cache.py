@@ -2,15 +2,13 @@
 second read comes from the cache, a posting drops the entry, entries expire, and a Redis
 that is gone costs nothing but the cache.
 
-Redis: SELFPAY_TEST_REDIS_URL (default redis://127.0.0.1:6379/0); without it these
+Redis: SELFPAY_TEST_REDIS_URL (default redis://127.0.0.1:6379/15); without it these
 tests are skipped, unless SELFPAY_REQUIRE_SERVERS=1 (then they fail). Each test uses a
 key prefix of its own."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,33 +28,7 @@ from selfpay.services.history import history_key
 from selfpay.services.payments import CreateOrder
 from support.web import BASE, TestClient, code_path
 
-REDIS_URL = os.environ.get("SELFPAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ACCOUNT = ("ELEC", "0012345678")
-
-
-@pytest.fixture
-def redis_url() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        reason = f"Redis not reachable at {REDIS_URL}: {exc}"
-        if os.environ.get("SELFPAY_REQUIRE_SERVERS") == "1":
-            pytest.fail(reason + " (SELFPAY_REQUIRE_SERVERS=1)")
-        pytest.skip(reason)
-    finally:
-        client.close()
-    return REDIS_URL
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    name = f"selfpay-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(f"{name}:*"):
-        client.delete(key)
-    client.close()
 
 
 def build(tmp_path: Path, db_url: str, **settings: Any) -> tuple[Container, FakeChannel]:

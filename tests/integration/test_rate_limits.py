@@ -5,12 +5,9 @@ only, audited, validated), and the login limit keyed by the right client address
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import time
-import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,42 +24,6 @@ with warnings.catch_warnings():
 
 NOW = dt.datetime.now(dt.UTC)
 PASSWORDS = {"admin": "admin-pass-1", "operator": "operator-pass-1"}
-REDIS_URL = os.environ.get("SELFPAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-@pytest.fixture
-def redis_url() -> str:
-    """The test Redis; skipped when unreachable, unless SELFPAY_REQUIRE_SERVERS=1."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        reason = f"Redis not reachable at {REDIS_URL}: {exc}"
-        if os.environ.get("SELFPAY_REQUIRE_SERVERS") == "1":
-            pytest.fail(reason + " (SELFPAY_REQUIRE_SERVERS=1)")
-        pytest.skip(reason)
-    finally:
-        client.close()
-    return REDIS_URL
-
-
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A Redis namespace of this test's own, emptied afterwards."""
-    name = f"selfpay-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    if "redis_url" in request.fixturenames:
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            keys = list(client.scan_iter(f"{name}:*"))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
 
 
 def site(tmp_path: Path, **settings: object) -> tuple[FastAPI, Container]:
