@@ -170,11 +170,13 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                        trusted_proxies=app.state.trusted_proxies, default_lang=settings.locale)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(auth.router)
-    app.include_router(admin.router)
+    # Customers' routes first: a request is matched against the routes in this order, and
+    # the staff console's many routes need not be tried for every status poll.
+    app.include_router(api.router)
     app.include_router(public.router)
     app.include_router(work_orders.router)
-    app.include_router(api.router)
+    app.include_router(auth.router)
+    app.include_router(admin.router)
     mount_sandbox(app, container.channels, run_worker=settings.run_worker)
 
     @app.get("/healthz", response_class=PlainTextResponse, tags=["ops"])
