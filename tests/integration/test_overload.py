@@ -3,9 +3,13 @@ for long nor leaves anything half-done; health stays fast."""
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from selfpay.domain.accounts import Account, Bill
@@ -95,3 +99,64 @@ def test_readiness_counts_the_broker_link_of_a_bridged_web_tier(db_url: str,
     finally:
         health.close()
         engine.dispose()
+
+
+class _SlowChannel:
+    """The sandbox, slow to answer a prepay: the customer's phone gives up meanwhile."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.prepays = 0
+        self.done = threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def create_payment(self, request: object) -> object:
+        self.prepays += 1
+        time.sleep(0.5)
+        try:
+            return self._inner.create_payment(request)  # type: ignore[attr-defined]
+        finally:
+            self.done.set()
+
+
+def test_a_client_that_hangs_up_mid_request_leaves_a_whole_order_that_its_key_resumes(
+        db_url: str, tmp_path: Path) -> None:
+    from selfpay.bootstrap import bootstrap
+    from support import serve_asgi
+
+    base = build_container(
+        tmp_path, accounts=[Account("ELEC", "0012345678", "张三丰", "")],
+        bills=[Bill(None, "ELEC", "0012345678", "2026-10", 5050, None)],
+        database_url=db_url, run_worker=False)
+    slow = _SlowChannel(base.channels["sandbox"])
+    container = bootstrap(base.settings, channels={"sandbox": slow})
+    body = json.dumps({"biller": "ELEC", "account": "0012345678", "channel": "sandbox"})
+    try:
+        with serve_asgi(create_app(container=container), lifespan="off") as url:
+            port = int(url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall((f"POST /api/v1/orders HTTP/1.1\r\nHost: x\r\n"
+                              f"Idempotency-Key: gone-1\r\nContent-Type: application/json\r\n"
+                              f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+                time.sleep(0.1)  # the request is in; the phone loses its signal
+            assert slow.done.wait(10)
+            time.sleep(0.3)
+            with container.uow_factory() as uow:
+                [order] = uow.orders.search().items
+            assert order.status.value == "pending" and order.attempts == 1
+            assert order.amount_fen == 5050 and [x.bill_id for x in order.lines] == list(
+                order.bill_ids)
+
+            again = httpx.post(f"{url}/api/v1/orders", content=body, timeout=10,
+                               headers={"Idempotency-Key": "gone-1",
+                                        "Content-Type": "application/json"})
+            assert again.status_code == 200, again.text  # the same order, not a new one
+            assert again.json()["order_no"] == order.order_no
+            with container.uow_factory() as uow:
+                assert uow.orders.search().total == 1
+            assert slow.prepays == 1  # and no second prepay at the channel
+    finally:
+        container.close()
+        base.close()
