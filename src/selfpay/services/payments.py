@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -92,6 +93,7 @@ MESSAGE_MAX_ATTEMPTS = 5
 MESSAGE_BACKOFF = dt.timedelta(seconds=10)
 MESSAGE_LEASE = dt.timedelta(seconds=60)
 _STALE_RETRIES = 3
+BILLER_NAME_TTL_S = 60.0
 
 
 class OrderNotFound(NotFound):
@@ -214,7 +216,9 @@ class Payments:
         self._query_after = query_after
         self._lease = posting_lease
         self._tz = tz
-        self._biller_names: dict[str, str] = {}
+        # display names of billers, kept BILLER_NAME_TTL_S in this process: a rename
+        # reaches receipts and prepay descriptions within a minute on every process
+        self._biller_names: dict[str, tuple[str, float]] = {}
 
     @property
     def channels(self) -> Mapping[str, PaymentChannel]:
@@ -344,14 +348,17 @@ class Payments:
     def _biller_name(self, code: str, uow: UnitOfWork | None = None) -> str:
         """The biller's display name; pass the open unit of work when inside one (a
         second connection would wait for the first one's lock on SQLite)."""
-        if code not in self._biller_names:
-            if uow is None:
-                with self._uow_factory() as own:
-                    biller = own.billers.get(code)
-            else:
-                biller = uow.billers.get(code)
-            self._biller_names[code] = biller.name if biller else code
-        return self._biller_names[code]
+        known = self._biller_names.get(code)
+        if known is not None and time.monotonic() - known[1] < BILLER_NAME_TTL_S:
+            return known[0]
+        if uow is None:
+            with self._read_uow() as own:
+                biller = own.billers.get(code)
+        else:
+            biller = uow.billers.get(code)
+        name = biller.name if biller else code
+        self._biller_names[code] = (name, time.monotonic())
+        return name
 
     def _prepay(self, order: Order, *, mode: str, payer_openid: str, client_ip: str,
                 return_url: str, new: bool = False) -> OrderView:
