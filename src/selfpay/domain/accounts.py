@@ -92,11 +92,30 @@ class BillStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+BILLER_KINDS = ("electricity", "water", "gas", "property", "parking", "other")
+DEFAULT_ROUTE = "default"  # the billing route of SELFPAY_BILLING (and SELFPAY_TRANSPORT)
+
+
 @dataclass(frozen=True, slots=True)
 class Biller:
+    """A service that customers pay (电费, 水费, ...): what the registry keeps of it.
+
+    `route` names the billing route that reaches its billing system (DEFAULT_ROUTE: the
+    one configured by SELFPAY_BILLING / SELFPAY_TRANSPORT; others in
+    SELFPAY_BILLING_ROUTES). `steps` is the kiosk's step list for this biller (empty:
+    the kind's default). A disabled biller keeps its accounts and history but is offered
+    to no one."""
+
     code: str
     name: str
     name_en: str = ""
+    kind: str = "other"  # one of BILLER_KINDS
+    icon: str = ""  # icon name for kiosk and pages; "" uses the kind's
+    display_order: int = 100  # lower first
+    elderly: bool = False  # offered in the kiosk's elderly mode
+    steps: tuple[str, ...] = ()
+    route: str = DEFAULT_ROUTE
+    enabled: bool = True
 
 
 @dataclass(slots=True)

@@ -9,11 +9,11 @@ from selfpay.domain.accounts import Account, Bill, Biller
 from selfpay.services.ports import UnitOfWork
 
 BILLERS = (
-    Biller("ELEC", "电费", "Electricity"),
-    Biller("WATER", "水费", "Water"),
-    Biller("GAS", "燃气费", "Gas"),
-    Biller("PROP", "物业费", "Property fee"),
-    Biller("PARK", "停车费", "Parking"),
+    Biller("ELEC", "电费", "Electricity", kind="electricity", display_order=10, elderly=True),
+    Biller("WATER", "水费", "Water", kind="water", display_order=20, elderly=True),
+    Biller("GAS", "燃气费", "Gas", kind="gas", display_order=30),
+    Biller("PROP", "物业费", "Property fee", kind="property", display_order=40, elderly=True),
+    Biller("PARK", "停车费", "Parking", kind="parking", display_order=50),
 )
 _SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢"

@@ -33,6 +33,7 @@ from selfpay.adapters.db import tables as t
 from selfpay.domain.accounts import Account, Bill, Biller, BillStatus
 from selfpay.services.ports import (
     AuditEntry,
+    DuplicateKey,
     DuplicatePayment,
     ImportRun,
     Job,
@@ -95,22 +96,47 @@ def _for_update(stmt: Select[Any], for_update: bool) -> Select[Any]:
     return stmt.with_for_update() if for_update else stmt
 
 
+def _biller(row: Row[Any]) -> Biller:
+    return Biller(code=row.code, name=row.name, name_en=row.name_en, kind=row.kind,
+                  icon=row.icon, display_order=row.display_order, elderly=bool(row.elderly),
+                  steps=tuple(x for x in row.steps.split(",") if x), route=row.route,
+                  enabled=bool(row.enabled))
+
+
+def _biller_values(biller: Biller) -> dict[str, Any]:
+    return {"name": biller.name, "name_en": biller.name_en, "kind": biller.kind,
+            "icon": biller.icon, "display_order": biller.display_order,
+            "elderly": biller.elderly, "steps": ",".join(biller.steps), "route": biller.route,
+            "enabled": biller.enabled}
+
+
 class SqlAlchemyBillerRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     def get(self, code: str) -> Biller | None:
         row = self._conn.execute(select(t.billers).where(t.billers.c.code == code)).first()
-        return None if row is None else Biller(row.code, row.name, row.name_en)
+        return None if row is None else _biller(row)
 
-    def list(self) -> list[Biller]:
-        rows = self._conn.execute(select(t.billers).order_by(t.billers.c.code))
-        return [Biller(r.code, r.name, r.name_en) for r in rows]
+    def list(self, *, include_disabled: bool = True) -> list[Biller]:
+        """Billers in display order (then by code)."""
+        b = t.billers.c
+        stmt = select(t.billers).order_by(b.display_order, b.code)
+        if not include_disabled:
+            stmt = stmt.where(b.enabled.is_(True))
+        return [_biller(r) for r in self._conn.execute(stmt)]
 
     def add(self, biller: Biller) -> None:
-        self._conn.execute(
-            insert(t.billers).values(code=biller.code, name=biller.name, name_en=biller.name_en)
-        )
+        try:
+            self._conn.execute(insert(t.billers).values(code=biller.code, **_biller_values(biller)))
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise DuplicateKey(biller.code) from exc
+            raise
+
+    def save(self, biller: Biller) -> None:
+        self._conn.execute(update(t.billers).where(t.billers.c.code == biller.code)
+                           .values(**_biller_values(biller)))
 
 
 def _account(row: Row[Any]) -> Account:

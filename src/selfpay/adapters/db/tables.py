@@ -40,6 +40,16 @@ billers = Table(
     Column("code", String(8), primary_key=True),
     Column("name", String(64), nullable=False),
     Column("name_en", String(64), nullable=False, server_default=""),
+    Column("kind", String(16), nullable=False, server_default="other"),
+    Column("icon", String(32), nullable=False, server_default=""),
+    Column("display_order", Integer, nullable=False, server_default="100"),
+    Column("elderly", Boolean, nullable=False, server_default="0"),
+    # kiosk steps in order, comma-separated step names; "": the kind's default steps
+    Column("steps", String(256), nullable=False, server_default=""),
+    Column("route", String(32), nullable=False, server_default="default"),  # billing route
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    # `kind` is checked by the registry (services/billers.py): SQLite cannot add a CHECK to
+    # a table that others reference without copying it
 )
 
 accounts = Table(
