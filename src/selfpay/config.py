@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -127,6 +127,34 @@ class Settings(BaseSettings):
 
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         return parse_networks(self.trusted_proxies)
+
+    # --- billing routes: one installation, several billing systems (README, deployment) ---
+    # Each biller names a route (selfpay billers set CODE --route NAME). "default" is the
+    # one above (SELFPAY_BILLING / SELFPAY_TRANSPORT); others are configured here as JSON,
+    # name -> {"adapter": "http" | "bridge" | "ledger" | <plug-in>, ...its options}.
+    # Secrets are never values here: "token_env" names an environment variable and
+    # "token_file" a file that holds them.
+    billing_routes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("billing_routes")
+    @classmethod
+    def _route_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, route in v.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name) or name == "default":
+                raise ValueError(f"SELFPAY_BILLING_ROUTES: bad route name {name!r} (1-32 "
+                                 "lower-case letters, digits, _ or -; not 'default')")
+            if not isinstance(route, dict) or not route.get("adapter"):
+                raise ValueError(f"SELFPAY_BILLING_ROUTES: route {name!r} needs an 'adapter'")
+            for key in route:
+                if key in ("token", "password", "secret", "api_key", "key"):
+                    raise ValueError(f"SELFPAY_BILLING_ROUTES: route {name!r} holds a secret "
+                                     f"({key!r}); give it as {key}_env or {key}_file")
+        return v
+
+    @property
+    def route_names(self) -> list[str]:
+        """The billing routes a biller may name: "default" first."""
+        return ["default", *sorted(self.billing_routes)]
 
     @property
     def channel_names(self) -> list[str]:
