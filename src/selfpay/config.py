@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from selfpay.domain.qrcodes import QrKeyring, code_base
@@ -285,10 +285,33 @@ def new_qr_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
+class SettingsError(ValueError):
+    """A setting is wrong: the message names it and says what it accepts, one line each."""
+
+
+def describe(exc: ValidationError) -> str:
+    """pydantic's report as one line per wrong setting: 'SELFPAY_ENV='test': Input should
+    be 'demo', 'development' or 'production''."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "settings"
+        name = f"SELFPAY_{field.upper()}" if error["loc"] else "settings"
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) or given is None or field.endswith(
+            ("key", "keys", "password", "token", "secret")) else f"={str(given)[:60]!r}"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}{shown}: {message}")
+    return "; ".join(lines)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build Settings; outside production, fill missing secrets from (or into)
-    <data_dir>/secrets.env so that a fresh checkout runs with no set-up."""
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    <data_dir>/secrets.env so that a fresh checkout runs with no set-up. A wrong setting
+    raises SettingsError with one line that names it."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None
     if settings.env == "production":
         settings.check_production()
         return settings

@@ -154,3 +154,25 @@ def test_qr_sheet_lays_out_print_ready_cards(demo):
     result = run("qr", "sheet", "few.csv", "--out", "cards.pdf", "--biller", "GAS")
     assert result.exit_code == 0, result.output
     assert (demo / "cards.pdf").read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"SELFPAY_ENV": "test"}, "SELFPAY_ENV='test': Input should be 'demo', 'development' or"),
+    ({"SELFPAY_ORDER_TTL_S": "5", "SELFPAY_PORT": "abc"}, "SELFPAY_ORDER_TTL_S='5'"),
+    ({"SELFPAY_BILLING_ROUTES": '{"gas": {"adapter": "http", "token": "s3cret"}}'},
+     "give it as token_env or token_file"),
+])
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["qr", "verify", "X"], ["worker", "--once"]])
+def test_a_bad_setting_is_named_in_one_line_by_every_command(env, tmp_path, named, command):
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SELFPAY_")}
+    result = subprocess.run([sys.executable, "-m", "selfpay.entrypoints.cli", *command],
+                            env={**clean, "SELFPAY_DATA_DIR": str(tmp_path), **env},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode in (1, 2)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert named in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout  # a refused secret is not echoed

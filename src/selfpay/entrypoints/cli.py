@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from selfpay.bootstrap import Container, bootstrap
-from selfpay.config import Settings, load_settings, new_qr_key
+from selfpay.config import Settings, SettingsError, load_settings, new_qr_key
 from selfpay.domain.accounts import normalize_account, normalize_biller
 from selfpay.domain.errors import DomainError, InvalidCode
 from selfpay.domain.qrcodes import make_payload, verify_payload
@@ -51,7 +51,7 @@ def _actor() -> str:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]错误 / error:[/red] {message}")
+    err.print(f"[red]错误 / error:[/red] {message}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -534,7 +534,11 @@ def agent(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SettingsError as exc:  # any command: one line naming the setting, no traceback
+        err.print(f"[red]设置有误 / bad setting:[/red] {exc}", soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
