@@ -162,7 +162,8 @@ def test_qr_sheet_lays_out_print_ready_cards(demo):
     ({"SELFPAY_BILLING_ROUTES": '{"gas": {"adapter": "http", "token": "s3cret"}}'},
      "give it as token_env or token_file"),
 ])
-@pytest.mark.parametrize("command", [["db", "upgrade"], ["qr", "verify", "X"], ["worker", "--once"]])
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["qr", "verify", "X"],
+                                     ["worker", "--once"]])
 def test_a_bad_setting_is_named_in_one_line_by_every_command(env, tmp_path, named, command):
     import os
     import subprocess
