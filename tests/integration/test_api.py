@@ -204,6 +204,8 @@ def test_get_order_shows_the_receipt_once_paid(api: Api, client: TestClient) -> 
     api.payments.dispatch_postings()
     posted = client.get(f"/api/v1/orders/{order_no}").json()
     assert posted["status"] == "posted" and posted["links"]["receipt"] == posted["receipt_url"]
+    again = client.post(f"/api/v1/orders/{order_no}/retry")
+    assert again.status_code == 409 and again.json()["code"] == "already_paid"
     account = client.get("/api/v1/billers/ELEC/accounts/0012345678").json()
     assert account["open_bills"] == [] and account["total_due_fen"] == 0
 
@@ -275,3 +277,19 @@ def test_the_app_runs_the_worker_and_stops_it_on_shutdown(tmp_path, db_url: str,
         assert not any(t.name == "selfpay-worker" for t in threading.enumerate())
     finally:
         api.container.close()
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    (b'\xff\xfe{"biller": "ELEC"}', 400, "malformed_json"),  # not UTF-8
+    (b'{"biller": "ELEC"', 400, "malformed_json"),
+    (b"[]", 422, "invalid_request"),
+    (b'{"biller": "ELEC", "account": "0012345678", "channel": "fake", "amount_fen": 1}', 422,
+     "invalid_request"),  # no client sets an amount
+])
+def test_a_bad_body_gets_the_documented_problem_and_changes_nothing(
+        api: Api, client: TestClient, body: bytes, status: int, code: str) -> None:
+    r = client.post("/api/v1/orders", content=body, headers={
+        "Content-Type": "application/json", "Idempotency-Key": "bad-body"})
+    assert r.status_code == status and r.json()["code"] == code and r.json()["detail"]
+    with api.container.uow_factory() as uow:
+        assert uow.orders.by_idempotency_key("bad-body") is None

@@ -69,6 +69,10 @@ class AttemptsExhausted(OrderError):
     pass
 
 
+class AlreadyPaid(OrderError):
+    """Nothing left to pay: the order is paid (or posted)."""
+
+
 class NothingToPay(InvalidInput):
     pass
 

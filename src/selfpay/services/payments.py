@@ -47,6 +47,7 @@ from selfpay.domain.money import format_fen
 from selfpay.domain.orders import (
     MAX_ATTEMPTS,
     ORDER_TTL,
+    AlreadyPaid,
     AlreadyPaidElsewhere,
     AmountMismatch,
     AttemptsExhausted,
@@ -302,7 +303,7 @@ class Payments:
         """A new payment attempt on the same order after a failed one."""
         order = self._get(order_no)
         if order.status in (S.PAID, S.POSTED):
-            return view(order)  # nothing left to pay
+            raise AlreadyPaid(f"{order_no} is already paid: nothing left to pay")
         if order.failed_attempts >= MAX_ATTEMPTS or order.status is S.FAILED:
             raise AttemptsExhausted(f"{order_no}: {MAX_ATTEMPTS} attempts failed")
         if order.status is S.CLOSED:

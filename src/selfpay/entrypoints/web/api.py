@@ -226,7 +226,8 @@ def create_order(
 
 @router.post("/orders/{order_no}/retry", response_model=OrderOut, tags=["orders"],
              responses={**ERRORS, 409: {"model": Problem,
-                                        "description": "attempts exhausted or order closed"}})
+                                        "description": "attempts exhausted, order closed "
+                                                       "or already paid"}})
 def retry_order(order_no: str, request: Request, payments: PaymentsDep,
                 container: ContainerDep, body: RetryIn | None = None) -> OrderOut:
     """A new payment attempt on the same order after a failed one (at most 3 fail)."""

@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sa_exc
@@ -255,8 +257,30 @@ def _install_error_pages(app: FastAPI) -> None:
         response.headers.update(headers)
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # The API's documented problem shape, {"detail", "code"}, with the field errors
+        # beside it; a body that is not JSON at all is a 400 like any other bad input.
+        errors = jsonable_encoder(exc.errors())
+        not_json = any(e.get("type") == "json_invalid" for e in errors)
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        detail = f"{where}: {first.get('msg', 'invalid')}" if where else str(
+            first.get("msg", "invalid request"))
+        return JSONResponse({"detail": "the body is not valid JSON" if not_json else detail,
+                             "code": "malformed_json" if not_json else "invalid_request",
+                             "errors": errors}, status_code=400 if not_json else 422)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/"):
+            code = {400: "bad_request", 401: "login_required", 403: "forbidden",
+                    404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                    429: "rate_limited"}.get(exc.status_code, f"http_{exc.status_code}")
+            if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+                code = "malformed_json"  # e.g. not UTF-8: as for JSON that does not parse
+            return JSONResponse({"detail": exc.detail, "code": code},
+                                status_code=exc.status_code, headers=exc.headers)
         if wants_json(request) or exc.status_code not in (403, 404, 405):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
                                 headers=exc.headers)

@@ -273,6 +273,10 @@
       postJson(cfg.api + "/retry", { mode: how.mode }, {}).then(function (r) {
         retry.disabled = false;
         if (r.ok) { follow(r.body, t); return; }
+        // paid meanwhile (another tab, a late notification): show the paid page
+        if (r.status === 409 && r.body && r.body.code === "already_paid") {
+          location.reload(); return;
+        }
         showError(errorBox, detail(r.body, t["pay.error_server"]));
       }, function () {
         retry.disabled = false;
