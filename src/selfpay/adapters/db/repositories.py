@@ -85,11 +85,18 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+MAX_ID = 2**31 - 1  # INTEGER primary keys: a larger id is simply not there
+
+
 def _page(conn: Connection, stmt: Select[Any], order: Sequence[Any], limit: int,
           offset: int) -> tuple[list[Row[Any]], int]:
-    total = conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    """One page and the total. An offset past the end gives the last page (a page number
+    from an old link, or `?page=999999999999999999`, is not an error)."""
+    total = int(conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
+    if limit > 0:
+        offset = min(max(offset, 0), max(0, (total - 1) // limit * limit))
     rows = conn.execute(stmt.order_by(*order).limit(limit).offset(offset)).all()
-    return list(rows), int(total)
+    return list(rows), total
 
 
 def _for_update(stmt: Select[Any], for_update: bool) -> Select[Any]:
@@ -483,6 +490,8 @@ class SqlAlchemyImportRunRepository:
         return run.id
 
     def get(self, run_id: int) -> ImportRun | None:
+        if not 0 < run_id <= MAX_ID:
+            return None
         row = self._conn.execute(
             select(t.import_runs).where(t.import_runs.c.id == run_id)
         ).first()
@@ -521,6 +530,8 @@ class SqlAlchemyQrBatchRepository:
         return batch.id
 
     def get(self, batch_id: int) -> QrBatch | None:
+        if not 0 < batch_id <= MAX_ID:
+            return None
         row = self._conn.execute(
             select(t.qr_batches).where(t.qr_batches.c.id == batch_id)
         ).first()

@@ -143,6 +143,8 @@ class SqlAlchemyLedgerWorkOrderRepository:
         return None if row is None else _ledger_work_order(row)
 
     def get(self, order_id: int, *, for_update: bool = False) -> LedgerWorkOrder | None:
+        if not 0 < order_id <= 2**31 - 1:  # INTEGER key: a larger id is not there
+            return None
         stmt = select(t.ledger_work_orders).where(t.ledger_work_orders.c.id == order_id)
         row = self._conn.execute(_for_update(stmt, for_update)).first()
         return None if row is None else _ledger_work_order(row)
