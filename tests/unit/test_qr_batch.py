@@ -191,3 +191,16 @@ def test_zip64_records_are_written_past_65535_entries() -> None:
         assert len(infos) == 70_000
         assert infos[-1].date_time == (2025, 3, 1, 12, 30, 58)
         assert zf.read("69999.txt") == b"69999"
+
+
+def test_an_account_that_looks_like_a_formula_is_text_in_the_manifest(tmp_path: Path) -> None:
+    """'-12+3' is a valid account number; in manifest.csv Excel would compute it."""
+    items = [("ELEC", "-12+3".replace("+", "-")), ("ELEC", "0012345678")]
+    out = tmp_path / "codes.zip"
+    build_batch_zip(items, base=BASE, keyring=KEYRING, out=out, workers=1)
+    with zipfile.ZipFile(out) as zf:
+        rows = manifest_of(zf)
+    assert [r["account"] for r in rows] == ["'-12-3", "0012345678"]
+    assert rows[0]["payload"] == make_payload(BASE, KEYRING, "ELEC", "-12-3")  # code exact
+    assert [batch.spreadsheet_safe(c) for c in ("=1", "+1", "@x", "A-1", "")] == [
+        "'=1", "'+1", "'@x", "A-1", ""]

@@ -251,11 +251,22 @@ class _ZipStream:
         self.raw.flush()
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A cell a spreadsheet will not run: one that starts like a formula ("-12+3" is an
+    account number here, and Excel would compute it) gets a leading apostrophe, which
+    Excel and LibreOffice show as text and do not display (OWASP's CSV injection rule)."""
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
 def _manifest_bytes(rows: list[ManifestRow]) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(MANIFEST_COLUMNS)
-    writer.writerows((r.account, r.biller, r.payload, r.sha256, r.file) for r in rows)
+    writer.writerows((spreadsheet_safe(r.account), r.biller, r.payload, r.sha256, r.file)
+                     for r in rows)
     # BOM so that Excel opens it as UTF-8; the text itself is exact for machines.
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
