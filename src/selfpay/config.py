@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     access_log: bool = True  # uvicorn's per-request log; nginx in front keeps its own
+    # /docs and /openapi.json; unset: on outside production, off in production
+    api_docs: bool | None = None
+
+    @property
+    def api_docs_enabled(self) -> bool:
+        return self.api_docs if self.api_docs is not None else self.env != "production"
     locale: Literal["zh-CN", "en"] = "zh-CN"
     timezone: str = "Asia/Shanghai"  # times are stored in UTC and shown in this zone
 

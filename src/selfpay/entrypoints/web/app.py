@@ -93,6 +93,48 @@ class UploadLimitMiddleware:
         await response(scope, receive, send)
 
 
+# script-src 'self': every script is a static file (no inline script, no handler
+# attribute); style-src allows inline style attributes, which some pages use; images may be
+# data: URIs (QR previews). frame-ancestors 'none': no page of ours in someone's frame.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'self'; "
+       "object-src 'none'; frame-ancestors 'none'")
+NO_CSP = ("/docs", "/redoc")  # FastAPI's API explorer loads its own scripts
+
+
+class SecurityHeadersMiddleware:
+    """Headers every response gets unless the route set its own: CSP, nosniff, a referrer
+    policy, no framing; HSTS in production (behind TLS); `no-store` for the console."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                 (b"referrer-policy", b"strict-origin-when-cross-origin")]
+        if not path.startswith(NO_CSP):
+            extra.append((b"content-security-policy", CSP.encode()))
+        if self.hsts:
+            extra.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+        if path.startswith("/admin"):
+            extra.append((b"cache-control", b"no-store"))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers.extend((k, v) for k, v in extra if k not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def _cookie(scope: Scope, name: str) -> str | None:
     for key, value in scope["headers"]:
         if key == b"cookie":
@@ -142,7 +184,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             if owns_container:
                 built.close()
 
-    app = FastAPI(title="selfpay", version="0.1.0", docs_url="/docs", redoc_url=None,
+    docs = settings.api_docs_enabled  # SELFPAY_API_DOCS; off in production unless asked
+    app = FastAPI(title="selfpay", version="0.1.0", docs_url="/docs" if docs else None,
+                  openapi_url="/openapi.json" if docs else None, redoc_url=None,
                   lifespan=lifespan)
     app.state.container = container
     app.state.templates = make_templates(settings.timezone)
@@ -170,6 +214,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(RequestRateLimitMiddleware, budget=RequestBudget(store),
                        limits=container.rate_limits,
                        trusted_proxies=app.state.trusted_proxies, default_lang=settings.locale)
+    # Outermost: refusals (413, 429) and error pages carry the headers too.
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.env == "production")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Customers' routes first: a request is matched against the routes in this order, and

@@ -53,7 +53,7 @@ def bare_error_page(lang: str, status: int, message: str) -> str:
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{status}</title><body style=\"font-family:sans-serif;padding:2rem\">"
         f"<h1>{status}</h1><p>{html.escape(message)}</p>"
-        f'<p><a href="javascript:history.back()">{html.escape(translate(lang, "nav.back"))}'
+        f'<p><a href="/">{html.escape(translate(lang, "nav.home"))}'
         "</a></p></body></html>"
     )
 

@@ -105,6 +105,8 @@
 
   // ---- the account page -------------------------------------------------------------
   function initAccount(form) {
+    // Enter in a field must not submit the page: paying goes through the button
+    form.addEventListener("submit", function (e) { e.preventDefault(); });
     var cfg = JSON.parse(form.getAttribute("data-config"));
     var t = cfg.t;
     var boxes = Array.prototype.slice.call(form.querySelectorAll("input[name=bill]"));
