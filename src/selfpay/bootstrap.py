@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from selfpay.adapters.billing.ledger import LedgerBillingSystem
+from selfpay.adapters.billing.routes import build_routes
+from selfpay.adapters.billing.routing import RoutingBillingSystem
 from selfpay.adapters.bridge import build_billing
 from selfpay.adapters.cache import build_cache
 from selfpay.adapters.db.engine import make_engine
@@ -23,6 +26,7 @@ from selfpay.adapters.notifiers import build_notifier
 from selfpay.adapters.passwords import Argon2Hasher
 from selfpay.adapters.ratelimit import LimitStore, build_store
 from selfpay.config import Settings
+from selfpay.domain.accounts import DEFAULT_ROUTE, Biller
 from selfpay.domain.qrcodes import QrKeyring
 from selfpay.services.history import AccountHistory
 from selfpay.services.jobs import JobTracker
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
     from selfpay.adapters.bridge.agent_thread import AgentThread
 
 CHANNELS_GROUP = "selfpay.channels"
+ROUTE_TTL_S = 30.0  # how soon a biller's changed route reaches a running process
 log = logging.getLogger(__name__)
 
 
@@ -76,14 +81,77 @@ class Container:
             dispose = getattr(channel, "dispose", None)
             if callable(dispose):
                 dispose()
-        close_billing = getattr(self.billing, "close", None)  # the bridge client's loop
-        if callable(close_billing):
-            close_billing()
+        _close(self.billing)  # the bridge client's loop; a router closes every route's
         self.limit_store.close()
         close_cache = getattr(self.cache, "close", None)
         if callable(close_cache):
             close_cache()
         self.engine.dispose()
+
+
+def _close(billing: object) -> None:
+    close = getattr(billing, "close", None)
+    if callable(close):
+        close()
+
+
+def _registry_routes(read_uow_factory: Callable[[], UnitOfWork]) -> list[Biller] | None:
+    """The billers (with their routes), or None when the database cannot say yet (not
+    migrated, not reachable: the billing calls will tell)."""
+    try:
+        with read_uow_factory() as uow:
+            return uow.billers.list(include_disabled=True)
+    except SQLAlchemyError as exc:
+        log.debug("billing routes: the billers cannot be read yet: %s", exc)
+        return None
+
+
+def check_billing_routes(settings: Settings, billers: Sequence[Biller]) -> dict[str, list[str]]:
+    """The enabled billers whose route is not configured, by route, each logged as an
+    error. Start-up goes on: a biller can be fixed at run time (`selfpay billers set`),
+    and until then only its own requests fail."""
+    configured = set(settings.route_names)
+    missing: dict[str, list[str]] = {}
+    for biller in billers:
+        if biller.enabled and biller.route not in configured:
+            missing.setdefault(biller.route, []).append(biller.code)
+    for route, codes in sorted(missing.items()):
+        log.error("billing route %r is not configured (SELFPAY_BILLING_ROUTES has %s), but "
+                  "biller%s %s use%s it: their look-ups and postings fail until it is",
+                  route, ", ".join(sorted(configured)), "s" if len(codes) > 1 else "",
+                  ", ".join(codes), "" if len(codes) > 1 else "s")
+    return missing
+
+
+def route_billing(settings: Settings, default: BillingSystem, *, engine: Engine,
+                  uow_factory: Callable[[], UnitOfWork],
+                  read_uow_factory: Callable[[], UnitOfWork]) -> RoutingBillingSystem | None:
+    """The router over the default billing system and the named routes, or None (no
+    router, no cost) when no route is configured and no biller names one. A biller
+    naming a route that is missing here then still gets a router, whose answer is "not
+    configured", rather than being posted to the default billing system."""
+    billers = _registry_routes(read_uow_factory) or []
+    check_billing_routes(settings, billers)
+    if not settings.billing_routes and all(b.route == DEFAULT_ROUTE for b in billers):
+        return None
+    routes: dict[str, BillingSystem] = {
+        DEFAULT_ROUTE: default,
+        **build_routes(settings, engine=engine, uow_factory=uow_factory,
+                       read_uow_factory=read_uow_factory),
+    }
+
+    def biller_routes() -> dict[str, str]:
+        with read_uow_factory() as uow:
+            return {b.code: b.route for b in uow.billers.list(include_disabled=True)}
+
+    def ticket_biller(ticket_no: str) -> str | None:
+        with read_uow_factory() as uow:
+            order = uow.work_orders.get(ticket_no)
+        return order.biller if order is not None else None
+
+    log.info("billing routes: %s", ", ".join(sorted(routes)))
+    return RoutingBillingSystem(routes, billers=biller_routes, ticket_biller=ticket_biller,
+                                ttl_s=ROUTE_TTL_S)
 
 
 def load_channels(settings: Settings, *, engine: Engine | None = None
@@ -135,8 +203,17 @@ def bootstrap(
              if settings.billing == "ledger" else None)
     billing = build_billing(settings, engine=engine, local=local)
     try:
+        router = route_billing(settings, billing, engine=engine, uow_factory=uow_factory,
+                               read_uow_factory=read_uow_factory)
+    except Exception:
+        _close(billing)
+        engine.dispose()
+        raise
+    billing = router or billing
+    try:
         built = dict(channels) if channels is not None else load_channels(settings, engine=engine)
     except Exception:
+        _close(billing)
         engine.dispose()
         raise
     cache = build_cache(settings.redis_url, settings.redis_prefix)
@@ -157,7 +234,10 @@ def bootstrap(
         on_posted=history.forget,
     )
     work_orders = WorkOrders(
-        uow_factory=uow_factory, billing=billing, dead_after=settings.posting_dead_after,
+        # routed: work orders wait in the outbox (as without a desk) unless a route takes them
+        uow_factory=uow_factory,
+        billing=billing if router is None or router.takes_work_orders else None,
+        dead_after=settings.posting_dead_after,
         poll_every=dt.timedelta(seconds=settings.work_order_poll_s),
         per_account_per_day=settings.work_orders_per_account_per_day,
     )

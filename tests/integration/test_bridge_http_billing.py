@@ -3,60 +3,21 @@ implements the documented contract on top of the built-in ledger."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import SecretStr
 
 from selfpay.adapters.billing import http_json
 from selfpay.adapters.billing.ledger import LedgerBillingSystem
-from selfpay.adapters.bridge import codec, load_agent_billing_adapter, load_billing_adapter
+from selfpay.adapters.bridge import load_agent_billing_adapter, load_billing_adapter
 from selfpay.config import Settings
 from selfpay.domain.accounts import PaymentPosting
 from selfpay.domain.errors import AccountNotFound
 from selfpay.domain.ledger_errors import PaymentIdConflict
 from selfpay.services.ports import BillingSystemError
+from support.billing_http import billing_service, serving
 from support.bridge import run_async
-
-
-def _service(ledger: LedgerBillingSystem, token: str) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _answer(self, status: int, doc: dict) -> None:
-            body = json.dumps(doc).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _guarded(self, fn) -> None:
-            if self.headers.get("Authorization") != f"Bearer {token}":
-                return self._answer(401, {"error": "unauthorized"})
-            try:
-                self._answer(200, fn())
-            except Exception as exc:  # noqa: BLE001 - the service maps errors to statuses
-                code = codec.error_code(exc)
-                status = {"account_not_found": 404, "payment_id_conflict": 409}.get(code, 503)
-                self._answer(status, {"error": code, "message": str(exc)})
-
-        def do_GET(self) -> None:
-            _, _, biller, account = self.path.split("/")
-            self._guarded(lambda: codec.summary_to_json(ledger.account_summary(biller, account)))
-
-        def do_POST(self) -> None:
-            doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            self._guarded(lambda: codec.result_to_json(
-                ledger.post_payment(codec.posting_from_json(doc))))
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    return server
 
 
 @pytest.fixture
@@ -66,15 +27,8 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def service(uow_factory, seeded) -> Iterator[str]:  # noqa: ARG001
-    server = _service(LedgerBillingSystem(uow_factory), "s3cret")
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(billing_service(LedgerBillingSystem(uow_factory), "s3cret")) as url:
+        yield url
 
 
 def test_the_http_adapter_reads_accounts_and_posts_payments_once(service, tmp_path) -> None:
