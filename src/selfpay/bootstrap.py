@@ -21,6 +21,7 @@ from selfpay.adapters.billing.routing import RoutingBillingSystem
 from selfpay.adapters.bridge import build_billing
 from selfpay.adapters.cache import build_cache
 from selfpay.adapters.db.engine import make_engine
+from selfpay.adapters.db.payment_repositories import pin_posting_route
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
 from selfpay.adapters.notifiers import build_notifier
 from selfpay.adapters.passwords import Argon2Hasher
@@ -149,9 +150,12 @@ def route_billing(settings: Settings, default: BillingSystem, *, engine: Engine,
             order = uow.work_orders.get(ticket_no)
         return order.biller if order is not None else None
 
+    def pin(payment_id: str, route: str) -> str:
+        return pin_posting_route(engine, payment_id, route)
+
     log.info("billing routes: %s", ", ".join(sorted(routes)))
     return RoutingBillingSystem(routes, billers=biller_routes, ticket_biller=ticket_biller,
-                                ttl_s=ROUTE_TTL_S)
+                                pin=pin, ttl_s=ROUTE_TTL_S)
 
 
 def load_channels(settings: Settings, *, engine: Engine | None = None

@@ -128,3 +128,11 @@ def test_messages_sms_codes_and_payers(uow_factory: UowFactory) -> None:
         assert code is not None and code.code_hash == "hash2" and code.tries == 1
         assert uow.payers.list("openid-1") == [("WATER", "W-001"), ("ELEC", "0012345678")]
         assert uow.payers.list("someone-else") == []
+
+
+def test_the_first_route_of_a_payment_is_kept(engine) -> None:  # noqa: ANN001
+    from selfpay.adapters.db.payment_repositories import pin_posting_route
+
+    assert pin_posting_route(engine, "SP1", "gas-platform") == "gas-platform"
+    assert pin_posting_route(engine, "SP1", "default") == "gas-platform"
+    assert pin_posting_route(engine, "SP2", "default") == "default"

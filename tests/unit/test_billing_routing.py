@@ -271,3 +271,22 @@ def test_routes_are_built_by_adapter_name_and_bad_ones_are_refused(tmp_path,
         with pytest.raises(RouteConfigError, match=message):
             build_route(settings, "gas", route, **kwargs)  # type: ignore[arg-type]
     assert TOKEN not in caplog.text
+
+
+def test_a_retry_goes_where_the_first_attempt_went_even_after_a_route_change() -> None:
+    """The first posting of P-9 reached the gas platform, which applied it, but its answer
+    was lost; meanwhile staff moved GAS to the default route. The retry must go to the gas
+    platform again (which answers it as a duplicate), never to a second billing system."""
+    default, gas = FakeBilling("marketing"), FakeBilling("gas")
+    registry, clock = Registry({"GAS": "gas-platform"}), Clock()
+    pins: dict[str, str] = {}
+    routing = RoutingBillingSystem({"default": default, "gas-platform": gas},
+                                   billers=registry, clock=clock, ttl_s=30,
+                                   pin=lambda pid, route: pins.setdefault(pid, route))
+    routing.post_payment(posting("P-9", "GAS", "G1"))  # applied; the answer is lost
+    registry.routes["GAS"] = "default"
+    clock.now += 31  # the change reaches this process
+    routing.post_payment(posting("P-9", "GAS", "G1"))  # the outbox's retry
+    routing.post_payment(posting("P-10", "GAS", "G1"))  # a new payment takes the new route
+    assert gas.posted == ["P-9", "P-9"] and default.posted == ["P-10"]
+    assert pins == {"P-9": "gas-platform", "P-10": "default"}

@@ -71,17 +71,21 @@ class RoutingBillingSystem:
         *,
         billers: Callable[[], Mapping[str, str]],
         ticket_biller: Callable[[str], str | None] | None = None,
+        pin: Callable[[str, str], str] | None = None,
         ttl_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`routes`: adapter by route name, DEFAULT_ROUTE among them; owned (close()).
         `billers()`: the registry's {biller code: route name}, read from the database.
-        `ticket_biller(ticket_no)`: the biller of a DMZ work order, or None."""
+        `ticket_biller(ticket_no)`: the biller of a DMZ work order, or None.
+        `pin(payment_id, route)`: records the route of a payment's first posting and
+        returns the recorded one (retries keep to it)."""
         if DEFAULT_ROUTE not in routes:
             raise ValueError("the routes need a default route")
         self._routes = dict(routes)
         self._billers = billers
         self._ticket_biller = ticket_biller
+        self._pin = pin
         self._ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -161,7 +165,16 @@ class RoutingBillingSystem:
         return self._for(biller)[1].account_summary(biller, account)
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:
-        return self._for(posting.biller)[1].post_payment(posting)
+        route, adapter = self._for(posting.biller)
+        if self._pin is not None:
+            # A retry goes where the first attempt went, whatever the registry says now:
+            # a lost answer may mean the payment was applied there.
+            pinned = self._pin(posting.payment_id, route)
+            if pinned != route:
+                log.warning("payment %s stays on billing route %r (biller %s is now on %r)",
+                            posting.payment_id, pinned, posting.biller, route)
+                route, adapter = pinned, self._adapter(pinned, posting.biller)
+        return adapter.post_payment(posting)
 
     def cached_at(self, biller: str, account: str) -> float | None:
         """When a caching route (the bridge) fetched the summary it would show now."""

@@ -14,7 +14,7 @@ import base64
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -503,6 +503,7 @@ class SqlAlchemyPayerAccounts:
 
 
 __all__ = [
+    "pin_posting_route",
     "SqlAlchemyMessageOutbox",
     "SqlAlchemyNotificationLog",
     "SqlAlchemyOrderRepository",
@@ -510,3 +511,17 @@ __all__ = [
     "SqlAlchemyPostingOutbox",
     "SqlAlchemySmsCodeRepository",
 ]
+
+
+def pin_posting_route(engine: Engine, payment_id: str, route: str) -> str:
+    """Record `route` as the billing route of `payment_id` unless one is recorded; return
+    the recorded one. One short transaction of its own (INSERT ... ON CONFLICT DO
+    NOTHING, then read), so that two workers racing on a payment agree."""
+    with engine.begin() as conn:
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(dialect_insert(t.posting_routes).values(
+            payment_id=payment_id, route=route, pinned_at=_utc(dt.datetime.now(dt.UTC)),
+        ).on_conflict_do_nothing(index_elements=["payment_id"]))
+        pinned = conn.execute(select(t.posting_routes.c.route).where(
+            t.posting_routes.c.payment_id == payment_id)).scalar_one()
+    return str(pinned)

@@ -269,6 +269,17 @@ postings = Table(
 )
 Index("ix_postings_due", postings.c.status, postings.c.next_attempt_at)
 
+# The billing route a payment was first sent by: its retries go the same way even if the
+# biller's route changes meanwhile (a posting whose answer was lost may have been applied
+# there; another billing system would apply it a second time).
+posting_routes = Table(
+    "posting_routes",
+    metadata,
+    Column("payment_id", String(64), primary_key=True),
+    Column("route", String(32), nullable=False),
+    Column("pinned_at", DateTime(timezone=True), nullable=False),
+)
+
 notifications = Table(
     "notifications",
     metadata,
