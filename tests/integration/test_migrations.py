@@ -26,7 +26,7 @@ def _diff(url: str) -> list:
 def test_migrations_create_exactly_the_tables_of_tables_py(db_url):
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0009"
+    assert migrate.current(db_url) == migrate.head() == "0010"
     assert _diff(db_url) == []
 
 
@@ -59,6 +59,7 @@ def test_migrations_ship_inside_the_package():
     assert (migrate.SCRIPT_LOCATION / "versions" / "0007_jobs.py").is_file()
     assert (migrate.SCRIPT_LOCATION / "versions" / "0008_biller_registry.py").is_file()
     assert (migrate.SCRIPT_LOCATION / "versions" / "0009_posting_routes.py").is_file()
+    assert (migrate.SCRIPT_LOCATION / "versions" / "0010_staff_sessions.py").is_file()
 
 
 def test_0004_lets_postings_go_dead_and_downgrade_turns_them_back_to_stuck(db_url):

@@ -131,10 +131,14 @@ def test_login_rotates_the_session_and_logout_ends_it(site: Site) -> None:
                                       "csrf_token": before})
     after = csrf_of(client.get("/admin").text)
     assert after != before
+    stolen = dict(client.cookies)  # a copy of the signed-in cookie, taken before logout
     r = client.post("/admin/logout", data={"csrf_token": after})
     assert r.url.path == "/admin/login"
     assert client.get("/admin", follow_redirects=False).status_code == 303
     assert any(actor == "operator" for actor, _, _ in audit_actions(site, "user.logout"))
+    # the server ended the sign-in: the copied cookie no longer works either
+    replay = TestClient(site.app, cookies=stolen)
+    assert replay.get("/admin", follow_redirects=False).status_code == 303
 
 
 def test_next_parameter_cannot_leave_the_console(site: Site) -> None:

@@ -227,6 +227,18 @@ class UserRepository(Protocol):
     def list(self) -> list[User]: ...
 
 
+class StaffSessionRepository(Protocol):
+    """Staff sign-ins on the server: the session cookie names one by its random id."""
+
+    def add(self, sid: str, username: str, *, now: dt.datetime,
+            expires_at: dt.datetime) -> None: ...
+    def live_user(self, sid: str, now: dt.datetime) -> str | None:
+        """The user of a session that is neither expired nor ended, else None."""
+        ...
+    def end(self, sid: str, now: dt.datetime) -> None: ...
+    def end_all(self, username: str, now: dt.datetime) -> int: ...
+
+
 class AuditLog(Protocol):
     def record(self, entry: AuditEntry) -> None: ...
     def list(self, *, actor: str = "", action: str = "", limit: int = 100,
@@ -304,6 +316,7 @@ class UnitOfWork(Protocol):
     bills: BillRepository
     payments: LedgerPaymentRepository
     users: UserRepository
+    staff_sessions: StaffSessionRepository
     audit: AuditLog
     imports: ImportRunRepository
     batches: QrBatchRepository

@@ -68,6 +68,7 @@ def set_demo_admin(
         else:
             user.password_hash, user.role, user.active = password_hash, "admin", True
             uow.users.update(user)
+            uow.staff_sessions.end_all(name, now)  # a new password: old sign-ins end
         uow.commit()
     return user
 

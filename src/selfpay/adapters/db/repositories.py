@@ -432,6 +432,33 @@ class SqlAlchemyUserRepository:
         return [_user(r) for r in self._conn.execute(select(t.users).order_by(t.users.c.username))]
 
 
+class SqlAlchemyStaffSessionRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, sid: str, username: str, *, now: dt.datetime,
+            expires_at: dt.datetime) -> None:
+        self._conn.execute(insert(t.staff_sessions).values(
+            sid=sid, username=username, created_at=_utc(now), expires_at=_utc(expires_at)))
+
+    def live_user(self, sid: str, now: dt.datetime) -> str | None:
+        s = t.staff_sessions.c
+        row = self._conn.execute(select(s.username).where(
+            s.sid == sid, s.revoked_at.is_(None), s.expires_at > _utc(now))).first()
+        return None if row is None else str(row.username)
+
+    def end(self, sid: str, now: dt.datetime) -> None:
+        s = t.staff_sessions.c
+        self._conn.execute(update(t.staff_sessions).where(s.sid == sid, s.revoked_at.is_(None))
+                           .values(revoked_at=_utc(now)))
+
+    def end_all(self, username: str, now: dt.datetime) -> int:
+        s = t.staff_sessions.c
+        result = self._conn.execute(update(t.staff_sessions).where(
+            s.username == username, s.revoked_at.is_(None)).values(revoked_at=_utc(now)))
+        return int(result.rowcount)
+
+
 class SqlAlchemyAuditLog:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn

@@ -121,6 +121,19 @@ users = Table(
     CheckConstraint("role IN ('admin', 'operator', 'auditor')", name="role_known"),
 )
 
+# Staff sign-ins: the signed session cookie names one of these; logging out (or its
+# expiry) ends it on the server, so a copied cookie stops working too.
+staff_sessions = Table(
+    "staff_sessions",
+    metadata,
+    Column("sid", String(64), primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_staff_sessions_user", staff_sessions.c.username)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -27,6 +27,7 @@ from selfpay.services.ports import (
     QrBatchRepository,
     RateLimitRepository,
     SmsCodeRepository,
+    StaffSessionRepository,
     UserRepository,
     WorkOrderRepository,
 )
@@ -54,6 +55,7 @@ class SqlAlchemyUnitOfWork:
     bills: BillRepository
     payments: LedgerPaymentRepository
     users: UserRepository
+    staff_sessions: StaffSessionRepository
     audit: AuditLog
     imports: ImportRunRepository
     batches: QrBatchRepository
@@ -99,6 +101,7 @@ class SqlAlchemyUnitOfWork:
         self.bills = repos.SqlAlchemyBillRepository(conn)
         self.payments = repos.SqlAlchemyLedgerPaymentRepository(conn)
         self.users = repos.SqlAlchemyUserRepository(conn)
+        self.staff_sessions = repos.SqlAlchemyStaffSessionRepository(conn)
         self.audit = repos.SqlAlchemyAuditLog(conn)
         self.imports = repos.SqlAlchemyImportRunRepository(conn)
         self.batches = repos.SqlAlchemyQrBatchRepository(conn)

@@ -102,11 +102,18 @@ def login(
             error=translate(lang, "login.failed"),
         )
     limiter.reset(username, ip)
-    # A new session on every sign-in: nothing planted before login survives it.
+    # A new session on every sign-in: nothing planted before login survives it. It is
+    # recorded on the server too, so that logging out ends it for every copy of the cookie.
+    sid = secrets.token_urlsafe(32)
+    now = utcnow()
+    with container.uow_factory() as uow:
+        uow.staff_sessions.add(sid, user.username, now=now, expires_at=now + dt.timedelta(
+            seconds=container.settings.session_max_age_s))
+        uow.commit()
     request.session.clear()
     request.session.update(
         {"user": user.username, "role": user.role, "csrf": new_token(),
-         "sid": secrets.token_hex(8), "login_at": int(time.time())}
+         "sid": sid, "login_at": int(time.time())}
     )
     record_audit(container, request, actor=user.username, action="user.login",
                  detail={"role": user.role})
@@ -119,6 +126,11 @@ def logout(request: Request, container: ContainerDep) -> Response:
         user = get_current_user(request, container)
     except LoginRequired:  # an expired session logs out all the same
         user = None
+    sid = request.session.get("sid")
+    if isinstance(sid, str) and sid:
+        with container.uow_factory() as uow:
+            uow.staff_sessions.end(sid, utcnow())
+            uow.commit()
     if user is not None:
         record_audit(container, request, actor=user.username, action="user.logout")
     request.session.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -86,14 +87,18 @@ def client_ip(request: Request) -> str:
 
 def get_current_user(request: Request, container: ContainerDep) -> User:
     """The staff user of the session, re-read on each request so that a deactivated
-    account or a changed role takes effect at once."""
+    account or a changed role takes effect at once, and only while the server still
+    holds the sign-in (logging out ends it, for every copy of the cookie)."""
     session = request.session
     username = session.get("user")
-    if not username:
+    sid = session.get("sid")
+    if not username or not isinstance(sid, str):
         raise LoginRequired()
-    with container.uow_factory() as uow:
+    with container.read_uow_factory() as uow:
         user = uow.users.get(username)
-    if user is None or not user.active or session.get("role") != user.role:
+        live = uow.staff_sessions.live_user(sid, dt.datetime.now(dt.UTC))
+    if (user is None or not user.active or session.get("role") != user.role
+            or live != user.username):
         session.clear()
         raise LoginRequired()
     request.state.user = user
