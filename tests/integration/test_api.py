@@ -101,7 +101,8 @@ def test_unknown_and_malformed_accounts(client: TestClient) -> None:
 
 
 class DownBilling:
-    def account_summary(self, biller: str, account: str) -> AccountSummary:
+    def account_summary(self, biller: str, account: str, *,
+                        fresh: bool = False) -> AccountSummary:
         raise BillingSystemError("connection refused")
 
     def post_payment(self, posting):

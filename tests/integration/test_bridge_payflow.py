@@ -74,8 +74,8 @@ class Flaky:
         self.failures = failures
         self.lock = threading.Lock()
 
-    def account_summary(self, biller: str, account: str) -> Any:
-        return self.ledger.account_summary(biller, account)
+    def account_summary(self, biller: str, account: str, *, fresh: bool = False) -> Any:
+        return self.ledger.account_summary(biller, account, fresh=fresh)
 
     def post_payment(self, posting: Any) -> Any:
         with self.lock:

@@ -64,8 +64,8 @@ class FlakyBilling:
     after_exc: type[BaseException] = BillingSystemError
     posted: list[PostingResult] = field(default_factory=list)
 
-    def account_summary(self, biller: str, account: str):
-        return self.inner.account_summary(biller, account)
+    def account_summary(self, biller: str, account: str, *, fresh: bool = False):
+        return self.inner.account_summary(biller, account, fresh=fresh)
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:
         if self.fail_before:
@@ -634,3 +634,30 @@ def test_the_payer_is_remembered_for_my_accounts(world: World) -> None:
     world.notify(view.order_no)
     with world.uow_factory() as uow:
         assert uow.payers.list("openid-123") == [ACCOUNT]
+
+
+def test_an_order_is_priced_from_a_live_answer_never_from_an_outage_copy(
+        world: World) -> None:
+    """In a bridge outage a page may show the cached account; an order must not be priced
+    from it (its bills may have been settled meanwhile): it is refused, nothing stored."""
+
+    class Outage:
+        def __init__(self, inner: LedgerBillingSystem) -> None:
+            self.copy = inner.account_summary(*ACCOUNT)
+            self.asked_fresh = 0
+
+        def account_summary(self, biller: str, account: str, *, fresh: bool = False):
+            if fresh:
+                self.asked_fresh += 1
+                raise BillingSystemError("billing system unavailable, try later")
+            return self.copy
+
+    outage = Outage(world.billing.inner)
+    payments = world.fresh()
+    payments._billing = outage  # noqa: SLF001 - the web tier's view during the outage
+    assert payments.payable(*ACCOUNT).total_due_fen == 15050  # the page: the copy
+    with pytest.raises(BillingSystemError, match="try later"):
+        payments.create_order(cmd(key="in-outage"))
+    assert outage.asked_fresh == 1
+    with world.uow_factory() as uow:
+        assert uow.orders.by_idempotency_key("in-outage") is None

@@ -60,8 +60,9 @@ class CountingBilling:
     lock: threading.Lock = field(default_factory=threading.Lock)
     gate: Callable[[PaymentPosting], None] | None = None
 
-    def account_summary(self, biller: str, account: str):  # noqa: ANN201
-        return self.inner.account_summary(biller, account)
+    def account_summary(self, biller: str, account: str, *,  # noqa: ANN201
+                        fresh: bool = False):
+        return self.inner.account_summary(biller, account, fresh=fresh)
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:
         with self.lock:

@@ -32,7 +32,8 @@ class FakeBilling:
     closed: int = 0
     ref_prefix: str = "R"
 
-    def account_summary(self, biller: str, account: str) -> AccountSummary:
+    def account_summary(self, biller: str, account: str, *,
+                        fresh: bool = False) -> AccountSummary:
         if (biller, account) not in self.accounts:
             raise AccountNotFound(f"{biller} {account}")
         return AccountSummary(biller, account, f"{self.name}*", 0, ())

@@ -247,8 +247,9 @@ class Payments:
         if existing is not None:
             return self._replay(existing, wanted, cmd)
 
-        # The billing system may be across a network: no transaction is open here.
-        summary = self._billing.account_summary(biller, account)
+        # The billing system may be across a network: no transaction is open here. The
+        # price needs its own word now (fresh), never a copy from an outage.
+        summary = self._billing.account_summary(biller, account, fresh=True)
         open_bills = [
             (b.id, b.outstanding_fen) for b in summary.open_bills
             if b.id is not None and b.id not in covered and b.outstanding_fen > 0

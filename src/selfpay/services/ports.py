@@ -34,8 +34,13 @@ class BillingSystem(Protocol):
     """The provider's billing system: the built-in ledger, an HTTP/JSON system, or a
     client that reaches it over the DMZ/intranet bridge."""
 
-    def account_summary(self, biller: str, account: str) -> AccountSummary:
-        """Masked holder, prepaid balance and open bills. Raises AccountNotFound."""
+    def account_summary(self, biller: str, account: str, *,
+                        fresh: bool = False) -> AccountSummary:
+        """Masked holder, prepaid balance and open bills. Raises AccountNotFound.
+
+        An adapter may answer a page from a recent copy while the billing system is
+        unreachable (the bridge's cache); `fresh=True` never does: it is what an order is
+        priced from, and a copy could charge bills settled meanwhile."""
         ...
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:

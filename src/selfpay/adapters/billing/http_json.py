@@ -107,7 +107,8 @@ class HttpJsonBillingSystem:
             raise _unreachable(exc) from exc
         return _answer(r)
 
-    def account_summary(self, biller: str, account: str) -> AccountSummary:
+    def account_summary(self, biller: str, account: str, *,
+                        fresh: bool = False) -> AccountSummary:  # always fresh: no copy
         return _summary(self._request("GET", _account_path(biller, account)))
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:

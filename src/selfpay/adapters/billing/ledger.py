@@ -38,7 +38,8 @@ class LedgerBillingSystem:
         self._clock = clock
         self._engine = engine
 
-    def account_summary(self, biller: str, account: str) -> AccountSummary:
+    def account_summary(self, biller: str, account: str, *,
+                        fresh: bool = False) -> AccountSummary:  # always fresh: no copy
         return ledger.account_summary(self._read_uow(), biller, account)
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:

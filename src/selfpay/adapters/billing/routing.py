@@ -161,8 +161,9 @@ class RoutingBillingSystem:
 
     # --- the port ----------------------------------------------------------------------
 
-    def account_summary(self, biller: str, account: str) -> AccountSummary:
-        return self._for(biller)[1].account_summary(biller, account)
+    def account_summary(self, biller: str, account: str, *,
+                        fresh: bool = False) -> AccountSummary:
+        return self._for(biller)[1].account_summary(biller, account, fresh=fresh)
 
     def post_payment(self, posting: PaymentPosting) -> PostingResult:
         route, adapter = self._for(posting.biller)

@@ -224,8 +224,11 @@ class BridgeBillingSystem:
             codec.raise_error(reply.error_code, reply.error_message)
         return reply.payload
 
-    def account_summary(self, biller: str, account: str) -> AccountSummary:
-        cached = self.cache.get(biller, account)
+    def account_summary(self, biller: str, account: str, *,
+                        fresh: bool = False) -> AccountSummary:
+        """From the billing system; in an outage a page may get the cached answer (at
+        most SELFPAY_BRIDGE_CACHE_S old), never an order (`fresh=True`)."""
+        cached = None if fresh else self.cache.get(biller, account)
         if cached is not None and time.time() < self._outage_until:
             return cached[0]  # still in an outage: answer now instead of waiting again
         try:
