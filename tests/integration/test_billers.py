@@ -182,3 +182,30 @@ def test_parse_order_refuses_what_is_not_0_to_9999(text: str) -> None:
     with pytest.raises(InvalidBiller):
         billers.parse_order(text)
     assert billers.parse_order(" 42 ") == 42
+
+
+def test_imports_refuse_rows_of_a_disabled_biller_and_keep_its_accounts(
+        uow_factory: UowFactory) -> None:
+    from selfpay.adapters.tabular import read_table
+    from selfpay.services.imports import import_accounts, import_bills
+
+    add(uow_factory)
+    add(uow_factory, "WATER", name="水费", kind="water")
+    first = read_table("biller,account,name\nWATER,W-001,王五\n".encode(), "a.csv")
+    assert import_accounts(uow_factory(), first, filename="a.csv", actor="t", skip_invalid=False,
+                           now=NOW).imported == 1
+    billers.disable_biller(uow_factory(), "WATER", actor="admin", now=NOW)
+
+    again = read_table("biller,account,name\nELEC,0000000001,甲\nWATER,W-002,乙\n".encode(),
+                       "b.csv")
+    run = import_accounts(uow_factory(), again, filename="b.csv", actor="t",
+                          skip_invalid=False, now=NOW)
+    assert run.status == "rejected"
+    assert [e.message for e in run.errors] == [
+        "第 3 行：业务类型已停用 (biller 'WATER' is disabled)"]
+    bills = read_table(b"biller,account,period,amount\nWATER,W-001,2026-10,30\n", "c.csv")
+    assert import_bills(uow_factory(), bills, filename="c.csv", actor="t", skip_invalid=False,
+                        now=NOW).status == "rejected"
+    with uow_factory() as uow:
+        assert uow.accounts.get("ELEC", "0000000001") is None  # nothing half-imported
+        assert uow.accounts.get("WATER", "W-001") is not None  # the account stays
