@@ -4,11 +4,14 @@ DomainError
  ├── InvalidInput            bad value from a user or a file (message is shown to them)
  │    ├── InvalidAccountNumber
  │    ├── InvalidBillerCode
- │    └── InvalidAmount
+ │    ├── InvalidAmount
+ │    ├── InvalidBiller        a biller's name, kind, icon, order, steps or route
+ │    └── BillerExists         a new biller with a code already in the registry
  ├── InvalidCode             a QR payload that does not verify
  ├── NotFound
  │    ├── AccountNotFound
  │    └── BillerNotFound
+ ├── BillerDisabled          a biller no longer offered (its accounts and history stay)
  ├── PermissionDenied
  └── CurrencyMismatch
 """
@@ -36,6 +39,14 @@ class InvalidAmount(InvalidInput):
     pass
 
 
+class InvalidBiller(InvalidInput):
+    pass
+
+
+class BillerExists(InvalidInput):
+    pass
+
+
 class InvalidCode(DomainError):
     """A QR payload that is malformed, tampered with, or signed with an unknown key."""
 
@@ -50,6 +61,10 @@ class AccountNotFound(NotFound):
 
 class BillerNotFound(NotFound):
     pass
+
+
+class BillerDisabled(DomainError):
+    """The biller is disabled: none of its accounts is offered a payment any more."""
 
 
 class PermissionDenied(DomainError):

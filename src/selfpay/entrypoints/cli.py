@@ -29,11 +29,14 @@ import_app = typer.Typer(help="Import accounts or bills from .xlsx or .csv.", no
 qr_app = typer.Typer(help="QR codes of accounts.", no_args_is_help=True)
 users_app = typer.Typer(help="Staff users of the admin console.", no_args_is_help=True)
 keys_app = typer.Typer(help="QR signing keys.", no_args_is_help=True)
+billers_app = typer.Typer(help="The biller registry: the services customers pay.",
+                          no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(qr_app, name="qr")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(billers_app, name="billers")
 
 out = Console()
 err = Console(stderr=True)
@@ -68,17 +71,25 @@ def _container(*, migrate: bool = True, **overrides: Any) -> Container:
 
 
 def _resolve_biller(c: Container, biller: str | None) -> str:
+    """An enabled biller's code: the one given, or the only one there is."""
     with c.uow_factory() as uow:
-        known = [b.code for b in uow.billers.list()]
+        billers = uow.billers.list()
+    known = [b.code for b in billers if b.enabled]
     if biller is None:
         if len(known) == 1:
             return known[0]
+        if not billers:
+            raise _fail("还没有业务类型，请先用 selfpay billers add 添加 (no billers yet: add one "
+                        "with `selfpay billers add CODE --name NAME`)")
         raise _fail(f"请用 --biller 指定业务类型 (give --biller; known: {', '.join(known) or '-'})")
     try:
         code = normalize_biller(biller)
     except DomainError as exc:
         raise _fail(str(exc)) from exc
     if code not in known:
+        if any(b.code == code for b in billers):
+            raise _fail(f"业务类型 {code} 已停用 (biller {code} is disabled; "
+                        f"`selfpay billers enable {code}` offers it again)")
         raise _fail(f"未知的业务类型 {code} (unknown biller; known: {', '.join(known) or '-'})")
     return code
 
@@ -271,7 +282,8 @@ def qr_sheet(
         rows = read_batch_rows(sheet, filename=sheet.name)
     except (DomainError, ValueError, OSError) as exc:
         raise _fail(f"{sheet}: {exc}") from exc
-    plan = validate_batch_rows(rows, default_biller=default, known_billers=set(billers))
+    plan = validate_batch_rows(rows, default_biller=default,
+                               known_billers={k for k, b in billers.items() if b.enabled})
     for e in plan.errors[:200]:
         err.print(f"  {e.message}")
     if plan.errors and not skip_invalid:
@@ -321,6 +333,136 @@ def users_add(
 def keys_new(key_id: Annotated[str, typer.Argument(help="one character 0-9 or A-Z")] = "2") -> None:
     """Print a new QR key to append to SELFPAY_QR_KEYS (old keys keep verifying)."""
     out.print(f"{key_id}:{new_qr_key()}")
+
+
+# --- billers ---------------------------------------------------------------------------
+
+KindOpt = Annotated[str | None, typer.Option(
+    help="electricity | water | gas | property | parking | other")]
+NameEnOpt = Annotated[str | None, typer.Option("--name-en", help="English name")]
+IconOpt = Annotated[str | None, typer.Option(
+    help="electricity, water, gas, property, parking, heating, internet, phone, tv, other; "
+         "'' for the kind's")]
+OrderOpt = Annotated[int | None, typer.Option("--order", help="display order 0-9999, lower "
+                                                                "first")]
+ElderlyOpt = Annotated[bool | None, typer.Option("--elderly/--no-elderly",
+                                                 help="offered in the kiosk's elderly mode")]
+StepsOpt = Annotated[str | None, typer.Option(
+    help="kiosk steps, comma-separated, in order: choose,identify,identify_plate,"
+         "confirm_plate,confirm,pay,receipt; '' for the kind's")]
+RouteOpt = Annotated[str | None, typer.Option(
+    help="billing route: default, or a name in SELFPAY_BILLING_ROUTES")]
+
+
+def _biller_fields(*, name: str | None, name_en: str | None, kind: str | None,
+                   icon: str | None, order: int | None, elderly: bool | None,
+                   steps: str | None, route: str | None) -> dict[str, Any]:
+    from selfpay.services.billers import parse_steps
+
+    given = {"name": name, "name_en": name_en, "kind": kind, "icon": icon,
+             "display_order": order, "elderly": elderly,
+             "steps": None if steps is None else parse_steps(steps), "route": route}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@billers_app.command("add")
+def billers_add(
+    code: Annotated[str, typer.Argument(help="A letter, then up to 7 letters or digits")],
+    name: Annotated[str, typer.Option(help="Name shown to customers, e.g. 电费")],
+    name_en: NameEnOpt = None, kind: KindOpt = None, icon: IconOpt = None,
+    order: OrderOpt = None, elderly: ElderlyOpt = None, steps: StepsOpt = None,
+    route: RouteOpt = None,
+) -> None:
+    """Register a biller, so that accounts can be imported and codes made for it."""
+    from selfpay.services import billers
+
+    c = _container()
+    try:
+        made = billers.add_biller(
+            c.uow_factory(), code=code, routes=c.settings.route_names, actor=_actor(),
+            now=_now(), **_biller_fields(name=name, name_en=name_en, kind=kind, icon=icon,
+                                         order=order, elderly=elderly, steps=steps,
+                                         route=route))
+    except DomainError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        c.close()
+    out.print(f"added biller {made.code} {made.name} ({made.kind}, route {made.route})")
+
+
+@billers_app.command("set")
+def billers_set(
+    code: str,
+    name: Annotated[str | None, typer.Option(help="Name shown to customers")] = None,
+    name_en: NameEnOpt = None, kind: KindOpt = None, icon: IconOpt = None,
+    order: OrderOpt = None, elderly: ElderlyOpt = None, steps: StepsOpt = None,
+    route: RouteOpt = None,
+) -> None:
+    """Change some of a biller's fields (the others stay)."""
+    from selfpay.services import billers
+
+    changes = _biller_fields(name=name, name_en=name_en, kind=kind, icon=icon, order=order,
+                             elderly=elderly, steps=steps, route=route)
+    if not changes:
+        raise _fail("没有要修改的内容 (nothing to change: give at least one option)")
+    c = _container()
+    try:
+        b = billers.update_biller(c.uow_factory(), code, routes=c.settings.route_names,
+                                  actor=_actor(), now=_now(), **changes)
+    except DomainError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        c.close()
+    out.print(f"biller {b.code}: {', '.join(f'{k}={v!r}' for k, v in changes.items())}")
+
+
+def _set_enabled(code: str, enabled: bool) -> None:
+    from selfpay.services import billers
+
+    c = _container()
+    use_case = billers.enable_biller if enabled else billers.disable_biller
+    try:
+        b = use_case(c.uow_factory(), code, actor=_actor(), now=_now())
+    except DomainError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        c.close()
+    out.print(f"biller {b.code} {'enabled' if b.enabled else 'disabled'}")
+
+
+@billers_app.command("disable")
+def billers_disable(code: str) -> None:
+    """Offer the biller to no one (its accounts and history stay)."""
+    _set_enabled(code, False)
+
+
+@billers_app.command("enable")
+def billers_enable(code: str) -> None:
+    """Offer a disabled biller again."""
+    _set_enabled(code, True)
+
+
+@billers_app.command("list")
+def billers_list() -> None:
+    """The billers in display order."""
+    from selfpay.services import billers
+
+    c = _container()
+    try:
+        found = billers.list_billers(c.uow_factory())
+    finally:
+        c.close()
+    if not found:
+        out.print("no billers yet: `selfpay billers add CODE --name NAME`")
+        return
+    table = Table()
+    for title in ("code", "name", "name (en)", "kind", "order", "elderly", "route", "enabled"):
+        table.add_column(title, overflow="fold")  # a narrow terminal wraps, never cuts
+    for b in found:
+        table.add_row(b.code, b.name, b.name_en, b.kind, str(b.display_order),
+                      "yes" if b.elderly else "no", b.route,
+                      "yes" if b.enabled else "[red]no[/red]")
+    out.print(table)
 
 
 # --- serve and demo ---------------------------------------------------------------------

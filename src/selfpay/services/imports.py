@@ -111,13 +111,16 @@ def _text(cell: object) -> str:
     return unicodedata.normalize("NFKC", str(cell)).strip()
 
 
-def parse_biller(cell: object, known: set[str]) -> str:
+def parse_biller(cell: object, known: set[str], disabled: frozenset[str] = frozenset()) -> str:
+    """An enabled biller's code; `known` holds the enabled ones, `disabled` the others."""
     if _is_blank(cell):
         raise InvalidInput("业务类型为空 (biller is empty)")
     try:
         code = normalize_biller(_text(cell))
     except InvalidInput as exc:
         raise InvalidInput(f"业务类型无效 ({exc})") from exc
+    if code in disabled:
+        raise InvalidInput(f"业务类型已停用 (biller {code!r} is disabled)")
     if code not in known:
         raise InvalidInput(f"业务类型不存在 (unknown biller {code!r})")
     return code
@@ -275,12 +278,19 @@ class _Rows:
             return None
 
 
+def _billers(uow: UnitOfWork) -> tuple[set[str], frozenset[str]]:
+    """(enabled, disabled) biller codes: rows for a disabled biller are refused."""
+    billers = uow.billers.list()
+    return ({b.code for b in billers if b.enabled},
+            frozenset(b.code for b in billers if not b.enabled))
+
+
 def _validate_accounts(uow: UnitOfWork, table: Table, rows: _Rows) -> list[Account]:
-    known = {b.code for b in uow.billers.list()}
+    known, disabled = _billers(uow)
     seen: dict[tuple[str, str], int] = {}
     valid: list[Account] = []
     for row in table.rows:
-        biller = rows.parse(row, "biller", lambda c: parse_biller(c, known))
+        biller = rows.parse(row, "biller", lambda c: parse_biller(c, known, disabled))
         number = rows.parse(row, "account", parse_account)
         name = rows.parse(row, "name", parse_name)
         phone = rows.parse(row, "phone", parse_phone)
@@ -297,11 +307,11 @@ def _validate_accounts(uow: UnitOfWork, table: Table, rows: _Rows) -> list[Accou
 
 
 def _validate_bills(uow: UnitOfWork, table: Table, rows: _Rows) -> list[Bill]:
-    known = {b.code for b in uow.billers.list()}
+    known, disabled = _billers(uow)
     parsed: list[tuple[int, Bill]] = []
     seen: dict[tuple[str, str, str], int] = {}
     for row in table.rows:
-        biller = rows.parse(row, "biller", lambda c: parse_biller(c, known))
+        biller = rows.parse(row, "biller", lambda c: parse_biller(c, known, disabled))
         number = rows.parse(row, "account", parse_account)
         period = rows.parse(row, "period", parse_period)
         amount = rows.parse(row, "amount", parse_amount)

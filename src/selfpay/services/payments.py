@@ -41,7 +41,7 @@ from selfpay.domain.accounts import (
     normalize_account,
     normalize_biller,
 )
-from selfpay.domain.errors import InvalidInput, NotFound
+from selfpay.domain.errors import BillerDisabled, InvalidInput, NotFound
 from selfpay.domain.ledger_errors import BillNotOpen
 from selfpay.domain.money import format_fen
 from selfpay.domain.orders import (
@@ -182,6 +182,15 @@ def _clip(text: str, size: int = 1000) -> str:
     return text if len(text) <= size else text[: size - 1] + "…"
 
 
+def _check_offered(uow: UnitOfWork, biller: str) -> None:
+    """BillerDisabled when the registry has the biller disabled. A code the registry does
+    not hold is left to the billing system to answer (it may know billers we do not)."""
+    found = uow.billers.get(biller)
+    if found is not None and not found.enabled:
+        raise BillerDisabled(f"该业务已停止在此缴费 (biller {biller} is not offered here any "
+                             "more)")
+
+
 class Payments:
     def __init__(
         self,
@@ -243,6 +252,8 @@ class Payments:
 
         with self._read_uow() as uow:
             existing = uow.orders.by_idempotency_key(key)
+            if existing is None or existing.status is S.CREATED:  # a prepay is to be made
+                _check_offered(uow, biller)
             covered = uow.orders.paid_bill_ids(biller, account) if existing is None else set()
         if existing is not None:
             return self._replay(existing, wanted, cmd)
@@ -325,6 +336,8 @@ class Payments:
     def payable(self, biller: str, account: str) -> AccountSummary:
         """The account as a payer sees it: its open bills, less those that a paid order
         covers while its posting is on the way (they are not offered twice)."""
+        with self._read_uow() as uow:
+            _check_offered(uow, normalize_biller(biller))
         summary = self._billing.account_summary(biller, account)
         with self._read_uow() as uow:
             covered = uow.orders.paid_bill_ids(summary.biller, summary.account)

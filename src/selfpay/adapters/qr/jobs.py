@@ -60,7 +60,7 @@ def run_batch(
 ) -> BatchOutcome:
     rows = read_batch_rows(source, filename=filename)
     with uow_factory() as uow:
-        known = {b.code for b in uow.billers.list()}
+        known = {b.code for b in uow.billers.list(include_disabled=False)}
     plan = validate_batch_rows(rows, default_biller=default_biller, known_billers=known)
     if plan.errors and not skip_invalid:
         raise BatchRejected(list(plan.errors), list(plan.warnings))

@@ -3,7 +3,7 @@
 Routes only translate HTTP to Payments calls and back. Errors are mapped to status codes
 in one place, ApiRoute, which answers JSON `{"detail", "code"}`:
 
-    IdempotencyConflict 422 · other InvalidInput 400 · NotFound 404 ·
+    IdempotencyConflict 422 · other InvalidInput 400 · NotFound 404 · BillerDisabled 410 ·
     OrderError (AttemptsExhausted, InvalidTransition, ...) 409 · PermissionDenied 403 ·
     other DomainError 409 · ChannelError, BillingSystemError 503 (retryable)
 
@@ -25,7 +25,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from selfpay.domain.errors import DomainError, InvalidInput, NotFound, PermissionDenied
+from selfpay.domain.errors import (
+    BillerDisabled,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
 from selfpay.domain.orders import IdempotencyConflict, OrderError
 from selfpay.entrypoints.web import pay
 from selfpay.entrypoints.web.deps import ContainerDep, client_ip
@@ -50,6 +56,8 @@ def problem(exc: BaseException) -> JSONResponse:
         status = 400
     elif isinstance(exc, NotFound):
         status = 404
+    elif isinstance(exc, BillerDisabled):
+        status = 410  # gone for good, unlike 404: clients may stop asking
     elif isinstance(exc, PermissionDenied):
         status = 403
     elif isinstance(exc, (OrderError, DomainError)):
@@ -174,6 +182,7 @@ def _order_out(order: OrderView, base: str) -> OrderOut:
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "bad input"},
     404: {"model": Problem, "description": "unknown account or order"},
+    410: {"model": Problem, "description": "the biller is disabled: not offered any more"},
     503: {"model": Problem, "description": "billing system or channel unavailable; retry"},
 }
 

@@ -67,7 +67,7 @@ def _page(request: Request, name: str, context: dict[str, Any], status: int = 20
 def _form(request: Request, container: Container, *, status: int = 200,
           **values: Any) -> Response:
     with container.uow_factory() as uow:
-        billers = uow.billers.list()
+        billers = uow.billers.list(include_disabled=False)
     ctx: dict[str, Any] = {"billers": billers, "biller": "", "account": "", "phone": "",
                            "account_error": "", "phone_error": ""}
     ctx.update(values)
@@ -162,6 +162,8 @@ def verify_code(request: Request, container: ContainerDep,
     items = []
     for acc in accounts:
         biller = billers.get(acc.biller)
+        if biller is not None and not biller.enabled:
+            continue  # offered to no one
         name = acc.biller
         if biller is not None:
             name = (biller.name_en or biller.name) if lang == "en" else biller.name

@@ -277,8 +277,10 @@ def my_accounts(request: Request, container: ContainerDep) -> Response:
             pairs = uow.payers.list(payer)
             billers = {b.code: b for b in uow.billers.list()}
             for biller_code, number in pairs:
-                account = uow.accounts.get(biller_code, number)
                 biller = billers.get(biller_code)
+                if biller is not None and not biller.enabled:
+                    continue  # offered to no one
+                account = uow.accounts.get(biller_code, number)
                 name = biller_code
                 if biller is not None:
                     name = (biller.name_en or biller.name) if lang == "en" else biller.name

@@ -1,7 +1,8 @@
 """The page a scanned code opens: /q/<biller>/<account>/<tag> (and /Q/..., as printed).
 
 A code that does not verify gets a 400 page that says only that; no lookup is made. A
-valid one shows the masked holder, the open bills (all chosen; the customer may untick
+code of a disabled biller gets a 410 page saying that this service is not offered here any
+more. A valid one shows the masked holder, the open bills (all chosen; the customer may untick
 some) with the total, and the pay button. Its script (static/pay.js) creates the order
 through POST /api/v1/orders with an Idempotency-Key kept per intent in sessionStorage,
 then follows what the channel needs (sandbox cashier, WeChat JSAPI, or a Native code)
@@ -64,6 +65,9 @@ def code_page(request: Request, biller: str, account: str, tag: str,
     base: dict[str, object] = {
         "biller_code": ref.biller, "biller_name": biller_name, "account": ref.account,
     }
+    if known is not None and not known.enabled:
+        # 410 Gone: the code is genuine, but its service is offered here no more
+        return _page(request, "public/biller_disabled.html", base, 410)
     try:
         summary = container.billing.account_summary(ref.biller, ref.account)
     except AccountNotFound:

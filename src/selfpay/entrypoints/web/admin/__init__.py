@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from selfpay.entrypoints.web.admin import (
     audit,
     batch,
+    billers,
     dashboard,
     dead_letters,
     imports,
@@ -19,7 +20,7 @@ from selfpay.entrypoints.web.admin import (
 
 router = APIRouter()
 for module in (dashboard, qr, batch, lists, orders, dead_letters, work_orders, messages,
-               imports, audit, users, rate_limits):
+               imports, audit, users, rate_limits, billers):
     router.include_router(module.router)
 
 __all__ = ["batch", "router"]

@@ -32,7 +32,7 @@ def accounts(
                                      offset=(page - 1) * PAGE_SIZE)
     return render(request, "admin/accounts.html", {
         "items": result.items, "pager": pages(result.total, page), "q": q, "biller": biller,
-        "billers": billers_of(container),
+        "billers": billers_of(container, include_disabled=True),
     })
 
 
@@ -50,5 +50,6 @@ def bills(
                                   offset=(page - 1) * PAGE_SIZE)
     return render(request, "admin/bills.html", {
         "items": result.items, "pager": pages(result.total, page), "q": q, "biller": biller,
-        "status": status, "statuses": statuses, "billers": billers_of(container),
+        "status": status, "statuses": statuses,
+        "billers": billers_of(container, include_disabled=True),
     })

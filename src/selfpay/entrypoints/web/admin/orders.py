@@ -99,7 +99,8 @@ def orders(
     return render(request, "admin/orders.html", {
         "items": items, "postings": postings, "pager": pages(total, page), "q": q,
         "status": status, "statuses": [*statuses, STUCK], "biller": biller,
-        "channel": channel, "channels": _channels(container), "billers": billers_of(container),
+        "channel": channel, "channels": _channels(container),
+        "billers": billers_of(container, include_disabled=True),
     })
 
 

@@ -25,9 +25,11 @@ router = APIRouter(prefix="/admin/qr", include_in_schema=False)
 MEDIA = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 
 
-def billers_of(container: Container) -> list[Biller]:
+def billers_of(container: Container, *, include_disabled: bool = False) -> list[Biller]:
+    """Billers for a select: by default only the enabled ones (codes and batches are
+    made for them alone); list filters pass include_disabled=True (history stays)."""
     with container.uow_factory() as uow:
-        return uow.billers.list()
+        return uow.billers.list(include_disabled=include_disabled)
 
 
 def parse_code_input(
