@@ -20,7 +20,7 @@ from support.web import TestClient, add_staff, build_container, code_path, csrf_
 
 NOW = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
 PASSWORDS = {"admin": "admin-pass-1", "operator": "operator-pass-1", "auditor": "auditor-pass-1"}
-ROUTES = {"water-co": {"adapter": "http"}}
+ROUTES = {"water-co": {"adapter": "http", "url": "http://127.0.0.1:9/water"}}  # not called
 GOOD = {"code": "gas", "name": "燃气费", "name_en": "Gas", "kind": "gas", "icon": "gas",
         "order": "30", "elderly": "on", "steps": "choose, identify, pay", "route": "water-co"}
 
