@@ -434,13 +434,26 @@ def test_wechat_oauth_stores_the_openid_in_a_signed_cookie(site: Site) -> None:
         assert "&#34;openid&#34;: true" in page and "&#34;oauth&#34;: true" in page
 
         # A refused exchange goes back without an openid; a forged state is refused.
-        fresh = TestClient(create_app(container=container))
-        r = fresh.get("/wechat/oauth/callback", params={"code": "bad", "state": state},
-                      follow_redirects=False)
+        r = client.get("/wechat/oauth/start", params={"next": account_path},
+                       follow_redirects=False)
+        state2 = parse_qs(urlparse(r.headers["location"]).query)["state"][0]
+        r = client.get("/wechat/oauth/callback", params={"code": "bad", "state": state2},
+                       follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].endswith("?wx=0")
+        fresh = TestClient(create_app(container=container))
         r = fresh.get("/wechat/oauth/callback", params={"code": "good-code",
                                                         "state": state + "x"})
         assert r.status_code == 400
+        # Login CSRF: a callback link made in the attacker's browser (a valid, signed
+        # state) plants nothing in another browser, which holds no nonce for it.
+        attacker = TestClient(create_app(container=container))
+        r = attacker.get("/wechat/oauth/start", params={"next": account_path},
+                         follow_redirects=False)
+        planted = parse_qs(urlparse(r.headers["location"]).query)["state"][0]
+        r = fresh.get("/wechat/oauth/callback", params={"code": "good-code",
+                                                        "state": planted},
+                      follow_redirects=False)
+        assert r.status_code == 400 and "set-cookie" not in r.headers
         # Only paths on this site are followed after the OAuth step.
         r = fresh.get("/wechat/oauth/start", params={"next": "//evil.example/"},
                       follow_redirects=False)

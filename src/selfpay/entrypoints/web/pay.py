@@ -14,6 +14,7 @@ to read somebody else's list.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -38,6 +39,7 @@ router = APIRouter(include_in_schema=False)
 PAYER_COOKIE = "selfpay_payer"
 OPENID_COOKIE = "selfpay_wx"
 OAUTH_STATE_MAX_AGE_S = 600
+OAUTH_NONCE_COOKIE = "selfpay_wx_nonce"
 ORDER_NO_RE = re.compile(r"^[A-Z0-9]{6,32}$")
 PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
            "X-Robots-Tag": "noindex, nofollow"}
@@ -162,11 +164,19 @@ def oauth_start(request: Request, container: ContainerDep, next: str = "/lookup"
     channel = oauth_channel(container)
     if channel is None:
         return RedirectResponse(target, status_code=303)
+    # The state is bound to this browser by a nonce in a cookie of its own: a callback
+    # link made in someone else's browser (login CSRF: planting an attacker's openid here
+    # for 400 days) carries a state whose nonce this browser does not hold.
+    nonce = secrets.token_urlsafe(16)
     state = URLSafeTimedSerializer(container.settings.secret_key.get_secret_value(),
-                                   salt="wechat-oauth").dumps({"next": target})
+                                   salt="wechat-oauth").dumps({"next": target, "n": nonce})
     redirect_uri = container.settings.public_base_url + "/wechat/oauth/callback"
     url: str = channel.oauth_authorize_url(redirect_uri, state)
-    return RedirectResponse(url, status_code=303)
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(OAUTH_NONCE_COOKIE, nonce, max_age=OAUTH_STATE_MAX_AGE_S,
+                        path="/wechat/oauth", httponly=True, samesite="lax",
+                        secure=container.settings.env == "production")
+    return response
 
 
 @router.get("/wechat/oauth/callback", name="wechat_oauth_callback")
@@ -176,6 +186,10 @@ def oauth_callback(request: Request, container: ContainerDep, code: str = "",
         data = URLSafeTimedSerializer(container.settings.secret_key.get_secret_value(),
                                       salt="wechat-oauth").loads(
             state, max_age=OAUTH_STATE_MAX_AGE_S)
+        nonce = data.get("n") if isinstance(data, dict) else None
+        held = request.cookies.get(OAUTH_NONCE_COOKIE, "")
+        if not isinstance(nonce, str) or not held or not hmac.compare_digest(nonce, held):
+            raise BadSignature("the OAuth state was not started in this browser")
     except BadSignature:
         return private_page(request, "public/message.html", {
             "title": translate(request_lang(request), "pay.oauth_failed"),
@@ -192,6 +206,7 @@ def oauth_callback(request: Request, container: ContainerDep, code: str = "",
         return RedirectResponse(_with_flag(target, "wx=0"), status_code=303)
     response = RedirectResponse(target, status_code=303)
     _set_openid_cookie(container.settings, response, openid)
+    response.delete_cookie(OAUTH_NONCE_COOKIE, path="/wechat/oauth")  # used once
     return response
 
 
