@@ -25,7 +25,7 @@ from selfpay.adapters.db.payment_repositories import pin_posting_route
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
 from selfpay.adapters.notifiers import build_notifier
 from selfpay.adapters.passwords import Argon2Hasher
-from selfpay.adapters.ratelimit import LimitStore, build_store
+from selfpay.adapters.ratelimit import LimitStore, build_store, event_budget
 from selfpay.config import Settings
 from selfpay.domain.accounts import DEFAULT_ROUTE, Biller
 from selfpay.domain.qrcodes import QrKeyring
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from selfpay.adapters.bridge.agent_thread import AgentThread
 
 CHANNELS_GROUP = "selfpay.channels"
+REJECTED_NOTIFICATIONS_PER_MINUTE = 60  # kept for staff per channel; the rest only counted
 ROUTE_TTL_S = 30.0  # how soon a biller's changed route reaches a running process
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ def bootstrap(
         engine.dispose()
         raise
     cache = build_cache(settings.redis_url, settings.redis_prefix)
+    limit_store = build_store(settings.redis_url, settings.redis_prefix)
     history = AccountHistory(uow_factory=read_uow_factory, cache=cache,
                              ttl_s=settings.history_cache_s)
     payments = Payments(
@@ -236,6 +238,8 @@ def bootstrap(
         tz=ZoneInfo(settings.timezone),
         read_uow_factory=read_uow_factory,
         on_posted=history.forget,
+        record_rejected=event_budget(limit_store, name="notify_rejected",
+                                     per_minute=REJECTED_NOTIFICATIONS_PER_MINUTE),
     )
     work_orders = WorkOrders(
         # routed: work orders wait in the outbox (as without a desk) unless a route takes them
@@ -258,7 +262,7 @@ def bootstrap(
         notifier=notifier or build_notifier(settings, uow_factory),
         payments=payments,
         work_orders=work_orders,
-        limit_store=build_store(settings.redis_url, settings.redis_prefix),
+        limit_store=limit_store,
         rate_limits=LimitTable(uow_factory, default=settings.rate_limit_per_minute),
         jobs=JobTracker(uow_factory, read_uow_factory=read_uow_factory),
         cache=cache,

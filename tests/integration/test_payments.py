@@ -661,3 +661,22 @@ def test_an_order_is_priced_from_a_live_answer_never_from_an_outage_copy(
     assert outage.asked_fresh == 1
     with world.uow_factory() as uow:
         assert uow.orders.by_idempotency_key("in-outage") is None
+
+
+def test_junk_posted_to_the_notify_url_is_kept_only_within_a_budget(world: World) -> None:
+    """Anyone can post to /api/v1/notify/*: forged bodies are refused and kept for staff
+    only while the per-channel budget lasts, so that junk cannot fill the database."""
+    from selfpay.adapters.ratelimit import event_budget, memory_store
+
+    payments = world.fresh(record_rejected=event_budget(memory_store(), name="t",
+                                                        per_minute=5))
+    view = payments.create_order(cmd())
+    headers, body = world.channel.notification(view.order_no)
+    for i in range(40):
+        answer = payments.handle_notification("fake", {**headers, "X-Fake-Signature": f"x{i}"},
+                                              body)
+        assert answer.status_code != 200
+    rejected = [n for n in world.notifications() if not n.verified]
+    assert len(rejected) == 5
+    assert payments.handle_notification("fake", headers, body).status_code == 200
+    assert payments.get(view.order_no).status == "paid"  # the real one still counts

@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import quote
 
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
@@ -169,3 +170,15 @@ class RequestBudget:
             return 0
         item = RateLimitItemPerMinute(per_minute, namespace=self.name)
         return self.store.hit(item, group, client_key(ip), limiter=self._limiter)
+
+
+def event_budget(store: LimitStore, *, name: str, per_minute: int) -> Callable[[str], bool]:
+    """A yes/no budget per key, shared over the store: True while `key` has had fewer than
+    `per_minute` events this minute (the event counts), False once it is spent."""
+    item = RateLimitItemPerMinute(per_minute, namespace=name)
+    limiter = FixedWindowRateLimiter(store.storage)
+
+    def spend(key: str) -> bool:
+        return store.hit(item, _part(key), limiter=limiter) == 0
+
+    return spend
