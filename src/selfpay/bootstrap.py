@@ -91,8 +91,8 @@ class Container:
         self.engine.dispose()
 
 
-def _close(billing: object) -> None:
-    close = getattr(billing, "close", None)
+def _close(resource: object) -> None:
+    close = getattr(resource, "close", None)
     if callable(close):
         close()
 
@@ -206,12 +206,16 @@ def bootstrap(
     # bridge (SELFPAY_TRANSPORT=embedded|stomp) the web tier knows only the broker.
     local = ((lambda: LedgerBillingSystem(uow_factory, read_uow_factory=read_uow_factory))
              if settings.billing == "ledger" else None)
-    billing = build_billing(settings, engine=engine, local=local)
+    # One cache for the site (Redis, or this process): the bridge's account answers and
+    # the recent payments both live in it.
+    cache = build_cache(settings.redis_url, settings.redis_prefix)
+    billing = build_billing(settings, engine=engine, local=local, cache=cache)
     try:
         router = route_billing(settings, billing, engine=engine, uow_factory=uow_factory,
                                read_uow_factory=read_uow_factory)
     except Exception:
         _close(billing)
+        _close(cache)
         engine.dispose()
         raise
     billing = router or billing
@@ -219,9 +223,9 @@ def bootstrap(
         built = dict(channels) if channels is not None else load_channels(settings, engine=engine)
     except Exception:
         _close(billing)
+        _close(cache)
         engine.dispose()
         raise
-    cache = build_cache(settings.redis_url, settings.redis_prefix)
     limit_store = build_store(settings.redis_url, settings.redis_prefix)
     history = AccountHistory(uow_factory=read_uow_factory, cache=cache,
                              ttl_s=settings.history_cache_s)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from selfpay.config import Settings
     from selfpay.services.bridge_ports import AsyncBillingSystem, Transport
-    from selfpay.services.ports import BillingSystem
+    from selfpay.services.ports import BillingSystem, Cache
 
 
 def build_transport_factory(settings: Settings, *,
@@ -45,25 +45,31 @@ def build_transport_factory(settings: Settings, *,
 
 
 def build_billing(settings: Settings, *, engine: Engine | None = None,
-                  local: Callable[[], BillingSystem] | None = None) -> BillingSystem:
+                  local: Callable[[], BillingSystem] | None = None,
+                  cache: Cache | None = None) -> BillingSystem:
     """The web tier's BillingSystem: in-process (`local()`, by default the adapter named
     by SELFPAY_BILLING) when SELFPAY_TRANSPORT=none, else a BridgeBillingSystem that
-    knows only the broker (or the embedded queue). Close it with `close()` if it has one."""
+    knows only the broker (or the embedded queue). Close it with `close()` if it has one.
+    `cache` is the site's (SELFPAY_REDIS_URL), which the bridge's account cache uses
+    unless SELFPAY_BRIDGE_CACHE_URL names a Redis of its own."""
     if settings.transport == "none":
         return local() if local is not None else load_billing_adapter(settings)
-    from selfpay.adapters.bridge.cache import InProcessSummaryCache, RedisSummaryCache
+    from selfpay.adapters.bridge.cache import SummaryCache
     from selfpay.adapters.bridge.client import BridgeBillingSystem
+    from selfpay.adapters.cache import build_cache
 
-    # shared between web processes: its own URL, else the site's Redis
-    cache_url = settings.bridge_cache_url or settings.redis_url
-    cache = (RedisSummaryCache(cache_url, settings.bridge_cache_s,
-                               prefix=f"{settings.redis_prefix}:summary:")
-             if cache_url else InProcessSummaryCache(settings.bridge_cache_s))
+    own_url = settings.bridge_cache_url and settings.bridge_cache_url != settings.redis_url
+    if cache is None or own_url:
+        summaries = SummaryCache(build_cache(settings.bridge_cache_url or settings.redis_url,
+                                             settings.redis_prefix),
+                                 settings.bridge_cache_s, owns=True)
+    else:
+        summaries = SummaryCache(cache, settings.bridge_cache_s)
     return BridgeBillingSystem(
         build_transport_factory(settings, engine=engine),
         instance_id=settings.bridge_instance_id or None,
         request_queue=settings.bridge_request_queue, timeout_s=settings.bridge_timeout_s,
-        posting_timeout_s=settings.bridge_posting_timeout_s, cache=cache)
+        posting_timeout_s=settings.bridge_posting_timeout_s, cache=summaries)
 
 
 def load_billing_adapter(settings: Settings) -> BillingSystem:

@@ -27,7 +27,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from selfpay.adapters.bridge import codec
-from selfpay.adapters.bridge.cache import InProcessSummaryCache, SummaryCache
+from selfpay.adapters.bridge.cache import SummaryCache
+from selfpay.adapters.cache import InProcessCache
 from selfpay.domain.accounts import AccountSummary, PaymentPosting, PostingResult
 from selfpay.services.bridge_ports import Delivery, Subscription, Transport, TransportError
 from selfpay.services.ports import BillingSystemError, WorkOrderRequest, WorkOrderResult
@@ -197,7 +198,8 @@ class BridgeBillingSystem:
     ) -> None:
         self.timeout_s = timeout_s
         self.posting_timeout_s = posting_timeout_s or max(timeout_s, 10.0)
-        self.cache: SummaryCache = cache if cache is not None else InProcessSummaryCache(1800)
+        self.cache = cache if cache is not None else SummaryCache(InProcessCache(), 1800,
+                                                                  owns=True)
         self._outage_until = 0.0
         self._loop = LoopThread("selfpay-bridge-client")
         self.requester = Requester(transport_factory, instance_id=instance_id or
