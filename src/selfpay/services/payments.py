@@ -592,10 +592,6 @@ class Payments:
             posting = uow.postings.get(claimed.order_no)
             if order is None or posting is None or posting.status == "done":
                 return False  # another worker finished it
-            if posting.claim != claimed.claim:
-                log.warning("posting of %s: lease lost to a newer claim; its outcome is "
-                            "left to that one", claimed.order_no)
-                return False
             now = self._clock()
             _event(order, "posting", attempt=claimed.attempts, result="posted",
                    duplicate=result.duplicate, applied=[list(a) for a in result.applied],
@@ -604,8 +600,11 @@ class Payments:
             posting.status = "done"
             posting.done_at = now
             posting.last_error = ""
-            if not uow.postings.save(posting):  # re-claimed since the check above
+            posting.claim = claimed.claim  # the fence: written only under our own claim
+            if not uow.postings.save(posting):
                 uow.rollback()
+                log.warning("posting of %s: lease lost to a newer claim; its outcome is "
+                            "left to that one", claimed.order_no)
                 return False
             uow.orders.save(order, now=now)
             uow.messages.add(self._receipt(uow, order, result))
@@ -629,35 +628,37 @@ class Payments:
             posting = uow.postings.get(claimed.order_no)
             if order is None or posting is None or posting.status == "done":
                 return
-            if posting.claim != claimed.claim:  # a newer claim owns the outcome now
-                log.warning("posting of %s failed after its lease was lost: %s",
-                            claimed.order_no, error)
-                return
             now = self._clock()
             delay = min(POSTING_BACKOFF * 2 ** max(posting.attempts - 1, 0),
                         POSTING_BACKOFF_CAP)
+            was_stuck = posting.status == "stuck"
             posting.next_attempt_at = now + delay
             posting.last_error = error
             if posting.attempts >= self._dead_after:
                 posting.status = "dead"  # the dead-letter queue: staff replay it
                 posting.dead_at = now
+            elif posting.attempts >= self._flag_after:
+                posting.status = "stuck"  # shown to staff; still retried
+            _event(order, "posting", attempt=posting.attempts, result="failed",
+                   error=error, next_attempt_at=posting.next_attempt_at.isoformat(),
+                   stuck=posting.status == "stuck", dead=posting.status == "dead")
+            posting.claim = claimed.claim  # the fence: written only under our own claim
+            if not uow.postings.save(posting):
+                uow.rollback()  # a newer claim owns the outcome now
+                log.warning("posting of %s failed after its lease was lost: %s",
+                            claimed.order_no, error)
+                return
+            uow.orders.save(order, now=now)
+            uow.commit()
+            if posting.status == "dead":
                 log.error("posting of %s dead-lettered after %d attempts: %s",
                           order.order_no, posting.attempts, error)
-            elif posting.attempts >= self._flag_after and posting.status != "stuck":
-                posting.status = "stuck"  # shown to staff; still retried
+            elif posting.status == "stuck" and not was_stuck:
                 log.error("posting of %s is stuck after %d attempts: %s", order.order_no,
                           posting.attempts, error)
             else:
                 log.warning("posting of %s failed (attempt %d): %s", order.order_no,
                             posting.attempts, error)
-            _event(order, "posting", attempt=posting.attempts, result="failed",
-                   error=error, next_attempt_at=posting.next_attempt_at.isoformat(),
-                   stuck=posting.status == "stuck", dead=posting.status == "dead")
-            if not uow.postings.save(posting):
-                uow.rollback()
-                return
-            uow.orders.save(order, now=now)
-            uow.commit()
 
         self._in_tx(apply)
 

@@ -14,7 +14,20 @@ import base64
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -235,6 +248,15 @@ def _posting(row: Row[Any]) -> Posting:
     )
 
 
+def _first_unclaimed(conn: Connection, stmt: Select[Any]) -> Row[Any] | None:
+    """The first row of the ordered `stmt` that no other worker is claiming: FOR UPDATE
+    SKIP LOCKED on PostgreSQL (SQLite's BEGIN IMMEDIATE already lets one writer in)."""
+    stmt = stmt.limit(1)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return conn.execute(stmt).first()
+
+
 WAKE_CHANNEL = "selfpay_work"  # LISTEN/NOTIFY: `selfpay worker` wakes when work is added
 
 
@@ -267,15 +289,9 @@ class SqlAlchemyPostingOutbox:
 
     def claim_due(self, now: dt.datetime, *, lease_until: dt.datetime) -> Posting | None:
         p = t.postings.c
-        stmt = (
-            select(t.postings)
-            .where(p.status.in_(("pending", "stuck")), p.next_attempt_at <= _utc(now))
-            .order_by(p.next_attempt_at)
-            .limit(1)
-        )
-        if self._conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        row = self._conn.execute(stmt).first()
+        row = _first_unclaimed(self._conn, select(t.postings).where(
+            p.status.in_(("pending", "stuck")), p.next_attempt_at <= _utc(now),
+        ).order_by(p.next_attempt_at))
         if row is None:
             return None
         posting = _posting(row)
@@ -380,6 +396,11 @@ def _message_values(message: Message) -> dict[str, Any]:
     }
 
 
+def _due(now: dt.datetime) -> ColumnElement[bool]:
+    m = t.messages.c
+    return or_(m.next_attempt_at.is_(None), m.next_attempt_at <= _utc(now))
+
+
 class SqlAlchemyMessageOutbox:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -394,22 +415,14 @@ class SqlAlchemyMessageOutbox:
         m = t.messages.c
         stmt = select(t.messages).where(m.status == "queued")
         if now is not None:
-            stmt = stmt.where(or_(m.next_attempt_at.is_(None), m.next_attempt_at <= _utc(now)))
+            stmt = stmt.where(_due(now))
         rows = self._conn.execute(stmt.order_by(m.id).limit(limit))
         return [_message(r) for r in rows]
 
     def claim_due(self, now: dt.datetime, *, lease_until: dt.datetime) -> Message | None:
         m = t.messages.c
-        stmt = (
-            select(t.messages)
-            .where(m.status == "queued",
-                   or_(m.next_attempt_at.is_(None), m.next_attempt_at <= _utc(now)))
-            .order_by(m.id)
-            .limit(1)
-        )
-        if self._conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        row = self._conn.execute(stmt).first()
+        row = _first_unclaimed(self._conn, select(t.messages).where(
+            m.status == "queued", _due(now)).order_by(m.id))
         if row is None:
             return None
         message = _message(row)
