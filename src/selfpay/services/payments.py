@@ -607,7 +607,8 @@ class Payments:
                             "left to that one", claimed.order_no)
                 return False
             uow.orders.save(order, now=now)
-            uow.messages.add(self._receipt(uow, order, result))
+            # the worker that posts delivers messages in this same round: no wake-up
+            uow.messages.add(self._receipt(uow, order, result), wake=False)
             uow.commit()
             log.info("order %s posted%s", order.order_no,
                      " (duplicate)" if result.duplicate else "")

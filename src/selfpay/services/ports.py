@@ -573,7 +573,10 @@ class NotificationLog(Protocol):
 class MessageOutbox(Protocol):
     """Claimed like PostingOutbox: one at a time, for a lease, under a fencing token."""
 
-    def add(self, message: Message) -> int: ...
+    def add(self, message: Message, *, wake: bool = True) -> int:
+        """Queue a message; `wake` tells waiting workers at commit (not needed when the
+        caller is a worker that delivers messages in the same round)."""
+        ...
     def queued(self, *, limit: int = 20, now: dt.datetime | None = None) -> list[Message]:
         """Queued messages, oldest first; with `now`, only those due by then."""
         ...

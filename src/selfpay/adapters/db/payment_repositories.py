@@ -405,8 +405,9 @@ class SqlAlchemyMessageOutbox:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def add(self, message: Message) -> int:
-        wake_workers(self._conn)  # an SMS code is awaited by a customer
+    def add(self, message: Message, *, wake: bool = True) -> int:
+        if wake:
+            wake_workers(self._conn)  # e.g. an SMS code: a customer is waiting for it
         result = self._conn.execute(insert(t.messages).values(**_message_values(message)))
         message.id = _new_id(result)
         return message.id
