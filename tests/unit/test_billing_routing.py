@@ -31,9 +31,11 @@ class FakeBilling:
     asked: list[str] = field(default_factory=list)
     closed: int = 0
     ref_prefix: str = "R"
+    fresh_asked: int = 0
 
     def account_summary(self, biller: str, account: str, *,
                         fresh: bool = False) -> AccountSummary:
+        self.fresh_asked += fresh
         if (biller, account) not in self.accounts:
             raise AccountNotFound(f"{biller} {account}")
         return AccountSummary(biller, account, f"{self.name}*", 0, ())
@@ -291,3 +293,12 @@ def test_a_retry_goes_where_the_first_attempt_went_even_after_a_route_change() -
     routing.post_payment(posting("P-10", "GAS", "G1"))  # a new payment takes the new route
     assert gas.posted == ["P-9", "P-9"] and default.posted == ["P-10"]
     assert pins == {"P-9": "gas-platform", "P-10": "default"}
+
+
+def test_an_order_price_asks_the_routes_system_for_a_live_answer(world) -> None:
+    """fresh=True (pricing an order) must reach the route's adapter: dropping it would let
+    a bridge route price an order from its outage cache."""
+    routing, _, _, default, gas = world
+    routing.account_summary("GAS", "G1", fresh=True)
+    routing.account_summary("ELEC", "E1")
+    assert (gas.fresh_asked, default.fresh_asked) == (1, 0)
