@@ -8,6 +8,8 @@ scripts/install-system-deps.sh
 # ActiveMQ (self-contained under .brokers/) and RabbitMQ's STOMP plugin for the bridge
 # tests; where this cannot run (not root, no apt), those tests skip with the reason.
 scripts/brokers.sh start || echo "brokers not started: bridge tests will say why" >&2
+# Network UPS Tools for the kiosk agent's UPS tests (a self-contained upsd per test run)
+scripts/nut.sh install || echo "NUT not installed: UPS tests will say why" >&2
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 echo "== ruff"; .venv/bin/ruff check src tests bench

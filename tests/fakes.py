@@ -35,6 +35,7 @@ class FakeTrade:
     state: str = "pending"  # pending | paid | closed | failed
     txn_id: str = ""
     paid_at: dt.datetime | None = None
+    attempt: int = 0  # the merchant's attempt number of the live prepay
 
 
 @dataclass
@@ -64,8 +65,11 @@ class FakeChannel:
             trade = self.trades.setdefault(
                 request.order_no, FakeTrade(request.order_no, request.amount_fen)
             )
+            if trade.state == "closed":
+                raise ChannelError(f"fake channel: {request.order_no} is closed")
             if trade.state == "failed":
                 trade.state = "pending"  # a new attempt on the same order number
+            trade.attempt = request.attempt
         return {"kind": "redirect", "url": f"https://fake.example/pay/{request.order_no}"}
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelNotification:
@@ -80,6 +84,7 @@ class FakeChannel:
             notification_id=data["id"], order_no=data["order_no"], outcome=data["outcome"],
             amount_fen=data["amount_fen"], channel_txn_id=data.get("txn_id", ""),
             paid_at=paid_at, merchant_id=data["merchant_id"], raw=data,
+            attempt=data.get("attempt"),
         )
 
     def answer(self, ok: bool, message: str = "") -> NotifyAnswer:
@@ -95,7 +100,8 @@ class FakeChannel:
         trade = self.trades.get(order_no)
         if trade is None:
             return ChannelQuery("unknown")
-        return ChannelQuery(trade.state, trade.amount_fen, trade.txn_id, trade.paid_at)
+        return ChannelQuery(trade.state, trade.amount_fen, trade.txn_id, trade.paid_at,
+                            trade.attempt or None)
 
     def close(self, order_no: str) -> None:
         self.calls.append(("close", order_no))
@@ -104,6 +110,19 @@ class FakeChannel:
             raise ChannelError(f"fake channel: cannot close {order_no}")
         if trade is not None:
             trade.state = "closed"
+
+    def collect_with_code(self, request: PaymentRequest, auth_code: str) -> ChannelQuery:
+        """Payment codes: ...0000 declined, ...9999 pending (confirm on the phone), else
+        paid at once; `query_error` makes the channel not answer."""
+        self.calls.append(("collect_with_code", (request, auth_code)))
+        if self.query_error:
+            raise ChannelError("fake channel: micropay timed out")
+        self.create_payment(request)
+        if auth_code.endswith("0000"):
+            self.trades[request.order_no].state = "failed"
+        elif not auth_code.endswith("9999"):
+            self.pay(request.order_no)
+        return self.query(request.order_no)
 
     # --- what a test does as the customer or the channel --------------------------------
 
@@ -115,13 +134,14 @@ class FakeChannel:
         trade = self.trades[order_no]
         trade.state = "paid"
         trade.txn_id = trade.txn_id or "FT" + uuid.uuid4().hex[:20].upper()
-        trade.paid_at = at or dt.datetime(2026, 11, 1, 8, 5, tzinfo=dt.UTC)
+        trade.paid_at = at or dt.datetime.now(dt.UTC)  # the channel's own clock
         return trade
 
     def notification(
         self, order_no: str, *, outcome: str = "paid", amount_fen: int | None = None,
         txn_id: str | None = None, notification_id: str | None = None,
         merchant_id: str | None = None, forged: bool = False, reason: str = "",
+        attempt: int | None = None,
     ) -> tuple[dict[str, str], bytes]:
         """(headers, raw body) of a notification as the channel would send it."""
         trade = self.trades.get(order_no)
@@ -137,6 +157,8 @@ class FakeChannel:
             "paid_at": trade.paid_at.isoformat() if trade and trade.paid_at else None,
             "merchant_id": merchant_id or self.merchant_id,
             "reason": reason,
+            # the attempt it reports on: the trade's live one unless told otherwise
+            "attempt": attempt if attempt is not None else (trade.attempt if trade else None),
         }
         # Spaces after separators on purpose: verification must use the raw bytes.
         body = json.dumps(data, separators=(", ", ": "), ensure_ascii=False).encode()

@@ -23,12 +23,14 @@ from selfpay.adapters.cache import build_cache
 from selfpay.adapters.db.engine import make_engine
 from selfpay.adapters.db.payment_repositories import pin_posting_route
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
-from selfpay.adapters.notifiers import build_notifier
+from selfpay.adapters.notifiers import build_notifier, message_box
 from selfpay.adapters.passwords import Argon2Hasher
 from selfpay.adapters.ratelimit import LimitStore, build_store, event_budget
+from selfpay.adapters.secretbox import AesGcmBox, derive_key
 from selfpay.config import Settings
 from selfpay.domain.accounts import DEFAULT_ROUTE, Biller
 from selfpay.domain.qrcodes import QrKeyring
+from selfpay.services.devices import Devices
 from selfpay.services.history import AccountHistory
 from selfpay.services.jobs import JobTracker
 from selfpay.services.payments import Payments
@@ -38,6 +40,7 @@ from selfpay.services.ports import (
     Notifier,
     PasswordHasher,
     PaymentChannel,
+    SecretBox,
     UnitOfWork,
 )
 from selfpay.services.rate_limits import LimitTable
@@ -64,6 +67,7 @@ class Container:
     code_base: str  # e.g. "HTTPS://PAY.EXAMPLE.CN/Q/"
     channels: dict[str, PaymentChannel]  # by name: SELFPAY_ENABLED_CHANNELS
     notifier: Notifier
+    message_box: SecretBox  # seals SMS codes into the outbox; only the notifier opens them
     payments: Payments
     work_orders: WorkOrders
     limit_store: LimitStore  # rate-limit windows: Redis (SELFPAY_REDIS_URL) or memory
@@ -71,6 +75,7 @@ class Container:
     jobs: JobTracker  # background jobs (QR batches), readable from every process
     cache: Cache  # Redis (SELFPAY_REDIS_URL), or in this process
     history: AccountHistory  # an account's recent payments, through the cache
+    devices: Devices  # the kiosk fleet: enrolment, heartbeats, alarms, maintenance
 
     @property
     def batch_dir(self) -> Path:
@@ -84,6 +89,7 @@ class Container:
             if callable(dispose):
                 dispose()
         _close(self.billing)  # the bridge client's loop; a router closes every route's
+        _close(self.notifier)  # an SMS gateway's HTTP client
         self.limit_store.close()
         close_cache = getattr(self.cache, "close", None)
         if callable(close_cache):
@@ -188,6 +194,7 @@ def bootstrap(
     notifier: Notifier | None = None,
 ) -> Container:
     """`channels` and `notifier` replace the configured ones (tests, benchmarks)."""
+    box = message_box(settings)  # before anything that would need closing
     engine = make_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size,
                          max_overflow=settings.db_max_overflow,
                          pool_timeout=settings.db_pool_timeout_s)
@@ -253,6 +260,14 @@ def bootstrap(
         poll_every=dt.timedelta(seconds=settings.work_order_poll_s),
         per_account_per_day=settings.work_orders_per_account_per_day,
     )
+    secret = settings.secret_key.get_secret_value()
+    devices = Devices(
+        uow_factory=uow_factory,
+        box=AesGcmBox(derive_key(secret, purpose=DEVICE_SECRET_PURPOSE)),
+        code_key=derive_key(secret, purpose=b"selfpay/device-enrol-code/v1"),
+        alert_to=settings.alert_recipients,
+        known_billers=lambda: _biller_codes(read_uow_factory),
+    )
     return Container(
         settings=settings,
         engine=engine,
@@ -264,6 +279,7 @@ def bootstrap(
         code_base=settings.code_base,
         channels=built,
         notifier=notifier or build_notifier(settings, uow_factory),
+        message_box=box,
         payments=payments,
         work_orders=work_orders,
         limit_store=limit_store,
@@ -271,7 +287,16 @@ def bootstrap(
         jobs=JobTracker(uow_factory, read_uow_factory=read_uow_factory),
         cache=cache,
         history=history,
+        devices=devices,
     )
+
+
+DEVICE_SECRET_PURPOSE = b"selfpay/device-secret/v1"
+
+
+def _biller_codes(read_uow_factory: Callable[[], UnitOfWork]) -> set[str]:
+    with read_uow_factory() as uow:
+        return {b.code for b in uow.billers.list()}
 
 
 def build_embedded_agent(container: Container) -> AgentThread | None:

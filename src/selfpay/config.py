@@ -14,6 +14,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -81,6 +82,12 @@ class Settings(BaseSettings):
     session_max_age_s: int = Field(default=8 * 3600, ge=60)
     batch_workers: int = Field(default=0, ge=0)  # 0: one per core
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    # Spreadsheet uploads (imports, QR batches): a sheet past these is refused unread
+    # (adapters/sheet_guard.py says why and what else is capped).
+    sheet_max_rows: int = Field(default=1_000_000, ge=10, le=1_048_576)
+    sheet_max_columns: int = Field(default=50, ge=5, le=16_384)  # A-AX
+    sheet_max_cells: int = Field(default=10_000_000, ge=1000)  # rows x columns of the grid
+    sheet_max_unzipped_mb: int = Field(default=1024, ge=1)  # an .xlsx's parts, unpacked
 
     # --- payments core: channels, order life cycle, background worker -----------------
     enabled_channels: str = "sandbox"  # comma-separated `selfpay.channels` entry points
@@ -166,6 +173,17 @@ class Settings(BaseSettings):
     def channel_names(self) -> list[str]:
         return [n.strip() for n in self.enabled_channels.split(",") if n.strip()]
 
+    # --- kiosks ------------------------------------------------------------------------
+    # where device alarms go: e-mail addresses and/or phone numbers, comma-separated ('':
+    # the console's outbox and the devices page only)
+    alert_to: str = ""
+    kiosk_idle_s: int = Field(default=60, ge=15, le=600)  # idle before the countdown
+    kiosk_countdown_s: int = Field(default=10, ge=3, le=60)  # then back to step 1
+
+    @property
+    def alert_recipients(self) -> list[str]:
+        return [n.strip() for n in self.alert_to.replace("，", ",").split(",") if n.strip()]
+
     # --- customer pages: notifier, SMTP, SMS look-up, WeChat OAuth ---------------------
     notifier: Literal["outbox", "smtp"] = "outbox"  # outbox: kept for the admin console
     smtp_host: str = "localhost"
@@ -178,6 +196,58 @@ class Settings(BaseSettings):
     sms_code_ttl_s: int = Field(default=300, ge=30)  # a look-up code lives 5 minutes
     sms_max_tries: int = Field(default=5, ge=1)  # wrong codes before it is locked
     sms_resend_s: int = Field(default=60, ge=1)  # at most one code per phone per minute
+    # Where SMS go (e-mail follows SELFPAY_NOTIFIER): outbox: nowhere, kept masked for
+    # the console; http: the generic HTTP gateway (adapters/sms.py documents its signed
+    # request); terminal: printed where the process runs (the demo's phone, not in
+    # production).
+    sms_gateway: Literal["outbox", "http", "terminal"] = "outbox"
+    sms_url: str = ""  # http: the gateway's endpoint, https:// in production
+    sms_key: SecretStr = SecretStr("")  # http: HMAC key that signs requests, or ...
+    sms_key_file: str = ""  # ... a file that holds it (one of the two)
+    sms_sender: str = ""  # sent as "sender": the SMS signature or sender id, e.g. 【缴费】
+    # each of connect, send and answer may take this long: 3 x 15 + 5 s stays inside the
+    # 60 s for which the worker holds a message
+    sms_timeout_s: float = Field(default=10.0, gt=0, le=15)
+
+    @model_validator(mode="after")
+    def _sms_gateway_usable(self) -> Settings:
+        if self.sms_gateway == "terminal" and self.env == "production":
+            raise ValueError("SELFPAY_SMS_GATEWAY=terminal prints SMS codes where the process "
+                             "runs: not in production (use http, or outbox)")
+        if self.sms_gateway != "http":
+            return self
+        url = urlsplit(self.sms_url.strip())
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("SELFPAY_SMS_GATEWAY=http needs SELFPAY_SMS_URL, the gateway's "
+                             "http:// or https:// address")
+        if (self.env == "production" and url.scheme == "http"
+                and url.hostname not in ("127.0.0.1", "::1", "localhost")):
+            raise ValueError("SELFPAY_SMS_URL must be https:// in production (an SMS carries "
+                             "its code): plain http only to a relay on this machine")
+        if bool(self.sms_key.get_secret_value()) == bool(self.sms_key_file):
+            raise ValueError("SELFPAY_SMS_GATEWAY=http needs the gateway's key in "
+                             "SELFPAY_SMS_KEY or in the file named by SELFPAY_SMS_KEY_FILE "
+                             "(one of the two)")
+        self.sms_signing_key()
+        return self
+
+    def sms_signing_key(self) -> bytes:
+        """The HTTP SMS gateway's HMAC key: SELFPAY_SMS_KEY, or the content of the file
+        SELFPAY_SMS_KEY_FILE without surrounding white space, as UTF-8 bytes. ValueError
+        names the setting or file, never the key."""
+        if self.sms_key_file:
+            path = Path(self.sms_key_file).expanduser()
+            try:
+                key = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                raise ValueError(f"SELFPAY_SMS_KEY_FILE: cannot read {path}: {reason}") from None
+            where = f"SELFPAY_SMS_KEY_FILE ({path})"
+        else:
+            key, where = self.sms_key.get_secret_value().strip(), "SELFPAY_SMS_KEY"
+        if len(key.encode("utf-8")) < 16:
+            raise ValueError(f"{where}: the key must be at least 16 bytes")
+        return key.encode("utf-8")
     wechat_oauth: bool = True  # in WeChat, get the payer's openid before JSAPI pay
     payer_cookie_max_age_s: int = Field(default=400 * 24 * 3600, ge=60)  # "my accounts"
 

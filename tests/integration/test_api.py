@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import warnings
@@ -161,7 +162,7 @@ def test_bad_order_requests(client: TestClient) -> None:
     assert post_order(client, key="b", account="0000000001").status_code == 404
     assert post_order(client, key="c", account="0099999999").status_code == 400  # nothing due
     r = post_order(client, key="d", bill_ids=[999999])
-    assert r.status_code == 400 and "not an open bill" in r.json()["detail"]
+    assert r.status_code == 400 and "not an open bill" in r.json()["detail"].lower()
     assert post_order(client, key="e", email="not-an-address").status_code == 400
 
 
@@ -294,3 +295,65 @@ def test_a_bad_body_gets_the_documented_problem_and_changes_nothing(
     assert r.status_code == status and r.json()["code"] == code and r.json()["detail"]
     with api.container.uow_factory() as uow:
         assert uow.orders.by_idempotency_key("bad-body") is None
+
+
+# --- no bill paid twice (the story of the issue, through HTTP) --------------------------
+
+
+def test_a_stale_cashier_cannot_pay_twice_and_staff_see_the_overpayment(
+        api: Api, client: TestClient) -> None:
+    from support.web import add_staff, staff_login
+
+    first = post_order(client, "phone-1").json()
+    second = post_order(client, "phone-2").json()  # the customer came back: a new order
+    assert client.get(f"/api/v1/orders/{first['order_no']}").json()["status"] == "closed"
+    assert api.channel.trades[first["order_no"]].state == "closed"
+    assert send_notification(api, client, second["order_no"]).status_code == 200
+    api.payments.dispatch_postings()
+    # a channel that paid the closed trade all the same: the money is not posted
+    api.channel.trades[first["order_no"]].state = "pending"
+    assert send_notification(api, client, first["order_no"]).status_code == 200
+    stale = client.get(f"/api/v1/orders/{first['order_no']}").json()
+    assert stale["status"] == "disputed"
+    page = client.get(f"/pay/{first['order_no']}")
+    assert "款项待退回" in page.text and "不会入账" in page.text
+    add_staff(api.container, {"admin": "correct horse battery"}, dt.datetime.now(dt.UTC))
+    staff = staff_login(api.app, "admin", "correct horse battery")
+    dashboard = staff.get("/admin").text
+    assert 'id="disputed-flag"' in dashboard and first["order_no"] in dashboard
+    assert "多付" in dashboard
+    detail = staff.get(f"/admin/orders/{first['order_no']}").text
+    assert 'id="order-flag"' in detail and stale["channel_txn_id"] in detail
+
+
+def test_a_new_order_for_bills_just_paid_is_a_409_just_paid(api: Api,
+                                                            client: TestClient) -> None:
+    first = post_order(client, "phone-1").json()
+    api.channel.pay(first["order_no"])  # paid; its notification has not arrived
+    r = post_order(client, "phone-2")
+    assert r.status_code == 409 and r.json()["code"] == "just_paid"
+    assert first["order_no"] in r.json()["detail"]
+    assert client.get(f"/api/v1/orders/{first['order_no']}").json()["status"] == "paid"
+
+
+def test_an_earlier_order_the_channel_cannot_close_is_a_retryable_503(
+        api: Api, client: TestClient) -> None:
+    post_order(client, "phone-1")
+    api.channel.fail_close = api.channel.query_error = True
+    r = post_order(client, "phone-2")
+    assert r.status_code == 503 and r.json()["code"] == "previous_order_open"
+    assert r.json()["retryable"] is True and r.headers["Retry-After"]
+
+
+def test_the_receipt_as_data_once_paid(api: Api, client: TestClient) -> None:
+    order = post_order(client, "k1", email="").json()
+    early = client.get(f"/api/v1/orders/{order['order_no']}/receipt")
+    assert early.status_code == 409
+    assert client.get("/api/v1/orders/SP20261101NOSUCHORDER000/receipt").status_code == 404
+    send_notification(api, client, order["order_no"])
+    receipt = client.get(f"/api/v1/orders/{order['order_no']}/receipt").json()
+    assert receipt["amount_fen"] == 15050 and receipt["biller_name"] == "电费"
+    assert sorted(x["period"] for x in receipt["lines"]) == ["2026-09", "2026-10"]
+    assert sum(x["amount_fen"] for x in receipt["lines"]) == 15050
+    assert "*" in receipt["masked_name"]
+    assert receipt["receipt_url"].endswith(f"/receipt/{order['order_no']}")

@@ -112,7 +112,8 @@ def test_errors_are_one_line_exit_1_and_change_nothing(fresh: Path, args: tuple[
     before = billers_and_audit()
     result = run(*args)
     assert result.exit_code == 1
-    assert result.output.startswith("错误 / error:")
+    assert result.output.startswith("错误：")  # Settings.locale, zh-CN by default
+    assert "error" not in result.output.lower()  # one language, not two
     assert len(result.output.strip().splitlines()) <= 2  # rich may wrap one long line
     assert billers_and_audit() == before
 
@@ -128,7 +129,7 @@ def test_a_disabled_biller_takes_no_imports_and_no_new_codes(fresh: Path) -> Non
     refused = run("import", "accounts", "accounts.csv")
     assert refused.exit_code == 1 and "biller 'ELEC' is disabled" in refused.output
     no_code = run("qr", "make", "0012345678", "--biller", "ELEC", "--out", "card.png")
-    assert no_code.exit_code == 1 and "disabled" in no_code.output
+    assert no_code.exit_code == 1 and "业务类型 ELEC 已停用" in no_code.output
     assert not (fresh / "card.png").exists()
     c = bootstrap(load_settings())
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,18 +121,18 @@ def test_changes_without_the_csrf_token_are_refused(site: Site) -> None:
 
 
 @pytest.mark.parametrize(("path", "changes", "message"), [
-    ("/admin/billers", {"code": "ELEC"}, "already exists"),
-    ("/admin/billers", {"code": "1X"}, "业务代码"),
+    ("/admin/billers", {"code": "ELEC"}, "业务类型 ELEC 已存在"),
+    ("/admin/billers", {"code": "1X"}, "业务代码无效"),
     ("/admin/billers", {"name": " "}, "名称不能为空"),
-    ("/admin/billers", {"kind": "heat"}, "unknown kind"),
-    ("/admin/billers", {"icon": "rocket"}, "unknown icon"),
-    ("/admin/billers", {"order": "ten"}, "display order"),
-    ("/admin/billers", {"steps": "pay,choose"}, "out of order"),
-    ("/admin/billers", {"route": "nowhere"}, "unknown billing route"),
+    ("/admin/billers", {"kind": "heat"}, "业务种类“heat”无效"),
+    ("/admin/billers", {"icon": "rocket"}, "图标“rocket”无效"),
+    ("/admin/billers", {"order": "ten"}, "显示顺序必须是 0 到 9999 的整数"),
+    ("/admin/billers", {"steps": "pay,choose"}, "自助机步骤顺序不对"),
+    ("/admin/billers", {"route": "nowhere"}, "计费路由“nowhere”不存在"),
     ("/admin/billers/ELEC", {"name": ""}, "名称不能为空"),
-    ("/admin/billers/ELEC", {"order": "-5"}, "display order"),
-    ("/admin/billers/ELEC", {"steps": "choose,fly,pay"}, "unknown kiosk step"),
-    ("/admin/billers/ELEC", {"route": "nowhere"}, "unknown billing route"),
+    ("/admin/billers/ELEC", {"order": "-5"}, "显示顺序必须是 0 到 9999 的整数"),
+    ("/admin/billers/ELEC", {"steps": "choose,fly,pay"}, "未知的自助机步骤“fly”"),
+    ("/admin/billers/ELEC", {"route": "nowhere"}, "计费路由“nowhere”不存在"),
 ])
 def test_bad_input_shows_the_error_and_changes_nothing(
         site: Site, path: str, changes: dict[str, str], message: str) -> None:
@@ -180,7 +181,7 @@ def test_the_api_refuses_orders_and_look_ups_for_a_disabled_biller(site: Site) -
     disable(site, "ELEC")
     r = client.post("/api/v1/orders", json=body, headers={"Idempotency-Key": "k-1"})
     assert r.status_code == 410
-    assert r.json()["code"] == "biller_disabled" and "not offered" in r.json()["detail"]
+    assert r.json()["code"] == "biller_disabled" and "no longer offered" in r.json()["detail"]
     r = client.get("/api/v1/billers/ELEC/accounts/0012345678")
     assert r.status_code == 410
     with site.container.uow_factory() as uow:
@@ -212,8 +213,16 @@ def test_imports_refuse_rows_of_a_disabled_biller(site: Site) -> None:
     operator, token = site.login("operator")
     sheet = "biller,account,name\nELEC,0000000001,甲\nWATER,W-002,乙\n".encode()
     r = operator.post("/admin/imports", data={"csrf_token": token, "kind": "accounts"},
-                      files={"file": ("a.csv", io.BytesIO(sheet), "text/csv")})
-    assert r.status_code == 400
-    assert "业务类型已停用 (biller &#39;WATER&#39; is disabled)" in r.text
+                      files={"file": ("a.csv", io.BytesIO(sheet), "text/csv")},
+                      follow_redirects=False)
+    assert r.status_code == 303  # read and imported off the request, by a job
+    job_url = r.headers["location"]
+    deadline = time.monotonic() + 30
+    while operator.get(job_url + ".json").json()["state"] == "running":
+        assert time.monotonic() < deadline, "the import job did not finish"
+        time.sleep(0.05)
+    r = operator.get(job_url)  # the finished job opens its import run: rejected
+    assert r.status_code == 200 and "未导入任何数据" in r.text
+    assert "WATER" in r.text and "已停用" in r.text
     with site.container.uow_factory() as uow:
         assert uow.accounts.get("ELEC", "0000000001") is None  # nothing half-imported

@@ -69,7 +69,7 @@ def test_qr_make_writes_a_code_that_decodes_to_a_payload_that_verifies(demo):
     assert ok.exit_code == 0 and "ELEC" in ok.output and "0012345678" in ok.output
     tampered = payload[:-1] + ("A" if payload[-1] != "A" else "B")
     bad = run("qr", "verify", tampered)
-    assert bad.exit_code == 1 and "invalid" in bad.output
+    assert bad.exit_code == 1 and "无效的二维码" in bad.output
 
 
 def test_qr_make_picks_the_format_by_suffix_and_refuses_unknown_ones(demo):

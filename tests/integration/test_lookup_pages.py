@@ -13,12 +13,15 @@ import pytest
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
+from selfpay.adapters.db import tables as t
 from selfpay.adapters.db.uow import SqlAlchemyUnitOfWork
+from selfpay.adapters.secretbox import AesGcmBox
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import Account, Bill
 from selfpay.domain.qrcodes import verify_payload
 from selfpay.services import lookup
-from support.web import build_container
+from selfpay.services.ports import SealBroken
+from support.web import build_container, staff_login
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -26,6 +29,7 @@ with warnings.catch_warnings():
 
 NOW = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
 SECRET = b"s" * 32
+BOX = AesGcmBox.from_secret_key("k" * 40)
 TEXT = "验证码 {code}，{minutes} 分钟内有效"
 CODE_RE = re.compile(r"验证码是 (\d{6})")
 
@@ -35,16 +39,22 @@ CODE_RE = re.compile(r"验证码是 (\d{6})")
 def test_a_code_is_stored_hashed_and_queued_as_an_sms(
     uow_factory: Callable[[], SqlAlchemyUnitOfWork], seeded: object
 ) -> None:
-    message = lookup.issue_code(uow_factory(), phone="138 1234 5678", secret=SECRET, now=NOW,
-                                text=TEXT, code="246810")
+    message = lookup.issue_code(uow_factory(), phone="138 1234 5678", secret=SECRET, box=BOX,
+                                now=NOW, text=TEXT, code="246810")
     assert message.kind == "sms_code" and message.to == "13812345678"
-    assert "246810" in message.body and "5 分钟" in message.body
+    assert message.body == "验证码 ******，5 分钟内有效"
     with uow_factory() as uow:
         stored = uow.sms_codes.get("13812345678")
         queued = uow.messages.list(kind="sms_code").items
+        rows = uow.connection.execute(t.messages.select()).all()
     assert stored is not None and "246810" not in stored.code_hash
     assert stored.expires_at == NOW + dt.timedelta(minutes=5)
     assert [m.body for m in queued] == [message.body]
+    # nothing in the row gives the code away; only the box opens it, for this phone only
+    assert len(rows) == 1 and "246810" not in repr(tuple(rows[0]))
+    assert BOX.open(queued[0].sealed, to="13812345678") == "验证码 246810，5 分钟内有效"
+    with pytest.raises(SealBroken):
+        BOX.open(queued[0].sealed, to="13900000000")
     accounts = lookup.verify_code(uow_factory(), phone="13812345678", code="246810",
                                   secret=SECRET, now=NOW + dt.timedelta(minutes=1))
     assert [(a.biller, a.number) for a in accounts] == [("ELEC", "0012345678")]
@@ -56,8 +66,8 @@ def test_a_code_is_stored_hashed_and_queued_as_an_sms(
 def test_wrong_codes_are_counted_and_the_sixth_try_is_locked(
     uow_factory: Callable[[], SqlAlchemyUnitOfWork], seeded: object
 ) -> None:
-    lookup.issue_code(uow_factory(), phone="13812345678", secret=SECRET, now=NOW, text=TEXT,
-                      code="111111")
+    lookup.issue_code(uow_factory(), phone="13812345678", secret=SECRET, box=BOX, now=NOW,
+                      text=TEXT, code="111111")
     for left in (4, 3, 2, 1, 0):
         with pytest.raises(lookup.CodeWrong) as info:
             lookup.verify_code(uow_factory(), phone="13812345678", code="999999",
@@ -74,14 +84,14 @@ def test_wrong_codes_are_counted_and_the_sixth_try_is_locked(
 def test_resend_is_throttled_then_a_new_code_replaces_the_old(
     uow_factory: Callable[[], SqlAlchemyUnitOfWork], seeded: object
 ) -> None:
-    lookup.issue_code(uow_factory(), phone="13812345678", secret=SECRET, now=NOW, text=TEXT,
-                      code="111111")
+    lookup.issue_code(uow_factory(), phone="13812345678", secret=SECRET, box=BOX, now=NOW,
+                      text=TEXT, code="111111")
     with pytest.raises(lookup.CodeThrottled) as info:
-        lookup.issue_code(uow_factory(), phone="13812345678", secret=SECRET,
+        lookup.issue_code(uow_factory(), phone="13812345678", secret=SECRET, box=BOX,
                           now=NOW + dt.timedelta(seconds=30), text=TEXT)
     assert info.value.retry_after_s == 30
     later = NOW + dt.timedelta(seconds=61)
-    lookup.issue_code(uow_factory(), phone="13812345678", secret=SECRET, now=later,
+    lookup.issue_code(uow_factory(), phone="13812345678", secret=SECRET, box=BOX, now=later,
                       text=TEXT, code="222222")
     with pytest.raises(lookup.CodeWrong):
         lookup.verify_code(uow_factory(), phone="13812345678", code="111111",
@@ -95,8 +105,8 @@ def test_resend_is_throttled_then_a_new_code_replaces_the_old(
 def test_a_phone_without_accounts_gets_a_code_and_an_empty_list(
     uow_factory: Callable[[], SqlAlchemyUnitOfWork], seeded: object
 ) -> None:
-    lookup.issue_code(uow_factory(), phone="13700000000", secret=SECRET, now=NOW, text=TEXT,
-                      code="333333")
+    lookup.issue_code(uow_factory(), phone="13700000000", secret=SECRET, box=BOX, now=NOW,
+                      text=TEXT, code="333333")
     assert lookup.verify_code(uow_factory(), phone="13700000000", code="333333",
                               secret=SECRET, now=NOW) == []
 
@@ -137,10 +147,14 @@ def create_app_with_clock(container: Container) -> FastAPI:
 
 
 def last_code(site: Site, phone: str) -> str:
+    """The code of the last SMS to `phone`, as its phone would read it: the sealed text of
+    the queued message, opened with the site's box (no worker runs here)."""
     with site.container.uow_factory() as uow:
         for message in uow.messages.list(kind="sms_code").items:
             if message.to == phone:
-                found = CODE_RE.search(message.body)
+                assert CODE_RE.search(message.body) is None  # masked for staff
+                found = CODE_RE.search(site.container.message_box.open(message.sealed,
+                                                                       to=phone))
                 assert found
                 return found.group(1)
     raise AssertionError(f"no SMS to {phone}")
@@ -250,18 +264,18 @@ def test_one_address_may_not_spray_codes_at_many_phones(site: Site) -> None:
     assert sms_count(site) == 10
 
 
-def test_staff_see_the_demo_sms_code_in_the_outbox(site: Site) -> None:
+def test_no_staff_role_sees_the_sms_code_in_the_outbox(site: Site) -> None:
     from selfpay.services import users
 
-    users.create_user(site.container.uow_factory(), site.container.hasher,
-                      username="auditor", password="auditor-pass-1", role="auditor", now=NOW)
     client = TestClient(site.app)
     client.post("/lookup/phone", data={"phone": "13812345678"})
     code = last_code(site, "13812345678")
-    login = client.get("/admin/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
-    assert token
-    client.post("/admin/login", data={"username": "auditor", "password": "auditor-pass-1",
-                                      "csrf_token": token.group(1)})
-    html = client.get("/admin/messages").text
-    assert code in html and "13812345678" in html
+    for role in ("admin", "operator", "auditor"):
+        users.create_user(site.container.uow_factory(), site.container.hasher,
+                          username=role, password=f"{role}-pass-12", role=role, now=NOW)
+        staff = staff_login(site.app, role, f"{role}-pass-12")
+        html = staff.get("/admin/messages").text
+        assert "13812345678" in html and "验证码是 ******" in html, role
+        assert code not in html.replace("13812345678", "PHONE"), role
+        # with SELFPAY_SMS_GATEWAY=outbox (this site) the page says no code goes out
+        assert "不会送到任何手机" in html

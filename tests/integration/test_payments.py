@@ -25,8 +25,10 @@ from selfpay.domain.orders import (
 from selfpay.services.payments import (
     ChannelUnavailable,
     CreateOrder,
+    JustPaid,
     OrderNotFound,
     Payments,
+    PreviousOrderOpen,
     UnknownChannel,
 )
 from selfpay.services.ports import BillingSystemError
@@ -223,7 +225,7 @@ def test_bad_requests_are_refused_before_anything_is_stored(world: World) -> Non
         world.payments.create_order(cmd(account="0000000001"))
     with pytest.raises(NothingToPay):
         world.payments.create_order(cmd(account="0099999999"))
-    with pytest.raises(InvalidInput, match="not an open bill"):
+    with pytest.raises(InvalidInput, match="(?i)not an open bill"):
         world.payments.create_order(cmd(bill_ids=(999999,)))
     with pytest.raises(OrderNotFound):
         world.payments.get("SP20261101XXXXXXXXXXXXXXXX")
@@ -357,15 +359,20 @@ def test_forged_or_mismatched_notifications_change_nothing(world: World, tamper:
         world.channel.trades[target] = world.channel.trades[order_no]
     answer = world.notify(target, **kwargs)
     order = world.order(order_no)
-    assert order.status.value == "pending" and order.channel_txn_id == ""
+    if tamper == "amount":  # money was taken, of another amount: disputed, for staff
+        assert order.status.value == "disputed" and order.flag == "amount_mismatch"
+        assert order.settled and order.flagged_at is not None
+    else:
+        assert order.status.value == "pending" and order.channel_txn_id == ""
     assert world.payments.dispatch_postings() == 0
     assert world.ledger_payments() == 0
     [record] = world.notifications()
     if tamper == "amount":
         assert answer.status_code == 200  # acked so that it stops; flagged for staff
         assert not record.verified and "expected 15050" in record.error
-        flags = [h.detail for h in world.history(order_no) if h.kind == "note"]
-        assert flags[0]["flag"] == "amount_mismatch"
+        [dispute] = [h for h in world.history(order_no) if h.to_status == "disputed"]
+        assert dispute.detail["flag"] == "amount_mismatch"
+        assert dispute.detail["amount_fen"] == 1 and dispute.detail["expected_fen"] == 15050
     elif tamper == "unknown_order":
         assert answer.status_code == 400 and record.error == "unknown order"
     else:
@@ -388,6 +395,162 @@ def test_a_late_payment_after_close_is_posted_and_marked_late(world: World) -> N
     late = [h.detail.get("late") for h in world.history(view.order_no)
             if h.to_status == "paid" and h.kind == "state"]
     assert late == [True]
+
+
+# --- failed and closed orders are settled with the channel ---------------------------------
+
+
+def fail_three_times(world: World, order_no: str) -> None:
+    for n in range(3):
+        if n:
+            world.payments.retry(order_no)
+        world.notify(order_no, outcome="failed", reason="declined")
+
+
+def test_an_order_that_fails_is_closed_at_the_channel(world: World) -> None:
+    view = world.payments.create_order(cmd())
+    fail_three_times(world, view.order_no)
+    failed = world.order(view.order_no)
+    assert failed.status.value == "failed" and failed.settled
+    assert world.channel.trades[view.order_no].state == "closed"
+    world.clock.advance(hours=1)
+    calls = len(world.channel.calls)
+    assert world.payments.reconcile_pending() == 0
+    assert len(world.channel.calls) == calls  # settled: never asked about again
+
+
+def test_a_failed_order_paid_afterwards_on_its_stale_cashier_is_still_posted(
+        world: World) -> None:
+    view = world.payments.create_order(cmd())
+    world.channel.fail_close = True  # the close at failure time does not get through
+    fail_three_times(world, view.order_no)
+    assert world.order(view.order_no).status.value == "failed"
+    assert not world.order(view.order_no).settled
+    world.channel.trades[view.order_no].state = "pending"
+    world.channel.pay(view.order_no)  # the customer pays on the old cashier; no notice
+    world.clock.advance(minutes=3)
+    assert world.payments.reconcile_pending() == 1
+    paid = world.order(view.order_no)
+    assert paid.status.value == "paid" and paid.flag == "late" and paid.settled
+    assert world.payments.dispatch_postings() == 1 and world.ledger_payments() == 1
+
+
+def test_a_closed_order_is_asked_about_until_the_channel_confirms_it(world: World) -> None:
+    view = world.payments.create_order(cmd())
+    world.channel.fail_close = True
+    world.channel.query_error = True
+    world.clock.advance(minutes=31)
+    assert world.payments.reconcile_pending() == 0  # the channel does not answer
+    world.channel.query_error = False
+    world.clock.advance(minutes=3)
+    # query says pending, close fails, query again pending: still open and unsettled
+    assert world.payments.reconcile_pending() == 0
+    assert world.order(view.order_no).status.value == "pending"
+    world.channel.fail_close = False
+    world.clock.advance(minutes=3)
+    assert world.payments.reconcile_pending() == 1
+    closed = world.order(view.order_no)
+    assert closed.status.value == "closed" and closed.settled
+
+
+def test_a_locally_closed_order_is_settled_when_its_channel_closes_it(world: World) -> None:
+    view = world.payments.create_order(cmd())
+    with world.uow_factory() as uow:  # closed here while the channel was not reachable
+        order = uow.orders.get(view.order_no, for_update=True)
+        order.close("staff closed it", confirmed=False)
+        uow.orders.save(order, now=world.clock.now)
+        uow.commit()
+    world.clock.advance(minutes=3)
+    assert world.payments.reconcile_pending() == 1
+    assert world.channel.trades[view.order_no].state == "closed"
+    assert world.order(view.order_no).settled
+
+
+# --- failure reports belong to one attempt --------------------------------------------------
+
+
+def test_a_late_failure_of_an_earlier_attempt_leaves_the_live_attempt_alone(
+        world: World) -> None:
+    view = world.payments.create_order(cmd())
+    world.notify(view.order_no, outcome="failed", notification_id="fail-1", attempt=1)
+    second = world.payments.retry(view.order_no)
+    assert second.action and second.attempts_left == 2
+    # attempt 1's failure again, under another notification id, after attempt 2 began
+    world.notify(view.order_no, outcome="failed", notification_id="fail-1b", attempt=1)
+    live = world.payments.get(view.order_no)
+    assert live.action == second.action and live.attempts_left == 2
+    stale = [h.detail for h in world.history(view.order_no) if "stale_failure" in h.detail]
+    assert stale and stale[0]["of_attempt"] == 1 and stale[0]["live_attempt"] == 2
+
+
+def test_one_failure_reported_by_notification_and_by_query_counts_once(world: World) -> None:
+    view = world.payments.create_order(cmd())
+    world.notify(view.order_no, outcome="failed")
+    world.channel.trades[view.order_no].state = "failed"
+    world.clock.advance(minutes=3)
+    world.payments.reconcile_pending()
+    assert world.payments.get(view.order_no).attempts_left == 2
+
+
+# --- an amount mismatch is disputed once, for staff ------------------------------------------
+
+
+def test_an_amount_mismatch_found_by_query_is_disputed_once_and_never_expires(
+        world: World) -> None:
+    view = world.payments.create_order(cmd())
+    trade = world.channel.pay(view.order_no)
+    trade.amount_fen = 100  # the channel took ¥1.00 for a ¥150.50 order
+    world.clock.advance(minutes=3)
+    assert world.payments.reconcile_pending() == 1
+    disputed = world.order(view.order_no)
+    assert disputed.status.value == "disputed" and disputed.flag == "amount_mismatch"
+    assert disputed.channel_txn_id == trade.txn_id and disputed.settled
+    queries = world.channel.count("query")
+    for _ in range(3):
+        world.clock.advance(minutes=31)
+        assert world.payments.reconcile_pending() == 0
+    assert world.channel.count("query") == queries and world.channel.count("close") == 0
+    assert world.order(view.order_no).status.value == "disputed"
+    assert sum(h.to_status == "disputed" for h in world.history(view.order_no)) == 1
+    assert world.payments.dispatch_postings() == 0
+
+
+# --- the customer's payment code (付款码) ------------------------------------------------
+
+
+def test_a_payment_code_pays_the_order_at_once(world: World) -> None:
+    view = world.payments.create_order(cmd())
+    paid = world.payments.pay_with_code(view.order_no, "134567890123456789")
+    assert paid.status == "paid" and paid.channel_txn_id
+    request, code = [x for name, x in world.channel.calls if name == "collect_with_code"][0]
+    assert request.amount_fen == 15050 and request.attempt == 2 and code.endswith("6789")
+    assert world.payments.dispatch_postings() == 1
+
+
+def test_a_declined_payment_code_is_a_failed_attempt_and_a_bad_scan_is_not(
+        world: World) -> None:
+    view = world.payments.create_order(cmd())
+    with pytest.raises(InvalidInput):
+        world.payments.pay_with_code(view.order_no, "HTTPS://PAY.EXAMPLE.CN/Q/X")
+    assert world.payments.get(view.order_no).attempts_left == 3  # a wrong scan costs none
+    declined = world.payments.pay_with_code(view.order_no, "134567890123450000")
+    assert declined.status == "pending" and declined.attempts_left == 2
+    waiting = world.payments.pay_with_code(view.order_no, "134567890123459999")
+    assert waiting.status == "pending" and waiting.action["kind"] == "payment_code"
+    world.channel.pay(view.order_no)  # confirmed on the phone; the query finds it
+    world.clock.advance(minutes=3)
+    assert world.payments.reconcile_pending() == 1
+    assert world.payments.get(view.order_no).status == "paid"
+
+
+def test_a_payment_code_on_a_channel_that_does_not_answer_keeps_the_order(
+        world: World) -> None:
+    view = world.payments.create_order(cmd())
+    world.channel.query_error = True
+    with pytest.raises(ChannelUnavailable):
+        world.payments.pay_with_code(view.order_no, "134567890123456789")
+    order = world.payments.get(view.order_no)
+    assert order.status == "pending" and order.attempts_left == 3
 
 
 # --- posting: crashes, retries, staff flags ---------------------------------------------
@@ -480,19 +643,111 @@ def test_paid_bills_are_not_offered_again_until_posted(world: World) -> None:
         world.payments.create_order(cmd(key="third"))
 
 
-def test_two_payments_for_the_same_bills_post_the_second_as_prepaid_balance(
+# --- no bill paid twice by accident ------------------------------------------------------
+
+
+def bill_ids(world: World) -> tuple[int, int]:
+    older, newer = sorted(world.open_bills(), key=lambda b: b.period)
+    return older.id, newer.id
+
+
+def test_a_new_order_for_the_same_bills_closes_the_earlier_one_at_the_channel_first(
         world: World) -> None:
     first = world.payments.create_order(cmd(key="phone-1"))
-    second = world.payments.create_order(cmd(key="phone-2"))  # both open at once
-    world.notify(first.order_no)
-    world.notify(second.order_no)
-    assert world.payments.dispatch_postings() == 2
+    second = world.payments.create_order(cmd(key="phone-2"))
+    assert second.status == "pending" and second.order_no != first.order_no
+    assert world.channel.calls.index(("close", first.order_no)) < len(world.channel.calls) - 1
+    assert world.channel.trades[first.order_no].state == "closed"  # its cashier refuses now
+    earlier = world.order(first.order_no)
+    assert earlier.status.value == "closed" and earlier.settled
+    [closed] = [h for h in world.history(first.order_no) if h.to_status == "closed"]
+    assert "replaced by a new order" in closed.detail["reason"]
+    with pytest.raises(InvalidTransition):
+        world.payments.retry(first.order_no)
+
+
+def test_an_order_for_other_bills_of_the_account_leaves_the_earlier_one_open(
+        world: World) -> None:
+    older, newer = bill_ids(world)
+    first = world.payments.create_order(cmd(key="k1", bill_ids=(older,)))
+    second = world.payments.create_order(cmd(key="k2", bill_ids=(newer,)))
+    assert world.channel.count("close") == 0
+    assert world.payments.get(first.order_no).status == "pending"
+    assert world.payments.get(second.order_no).status == "pending"
+    third = world.payments.create_order(cmd(key="k3"))  # both bills: both are closed
+    assert {o for name, o in world.channel.calls if name == "close"} == {
+        first.order_no, second.order_no}
+    assert world.payments.get(third.order_no).amount_fen == 15050
+
+
+def test_when_the_earlier_order_was_just_paid_the_new_order_is_refused(world: World) -> None:
+    first = world.payments.create_order(cmd(key="phone-1"))
+    world.channel.pay(first.order_no)  # paid a moment ago; its notification is on the way
+    with pytest.raises(JustPaid, match=first.order_no):
+        world.payments.create_order(cmd(key="phone-2"))
+    taken = world.payments.get(first.order_no)
+    assert taken.status == "paid"  # the payment the close ran into is taken at once
+    assert world.postings(first.order_no).status == "pending"
     with world.uow_factory() as uow:
-        account = uow.accounts.get(*ACCOUNT)
-    assert account.balance_fen == 15050
-    assert world.ledger_payments() == 2
-    detail = [h.detail for h in world.history(second.order_no) if h.kind == "posting"][0]
-    assert detail["bills_settled_meanwhile"] is True and detail["surplus_fen"] == 15050
+        assert uow.orders.by_idempotency_key("phone-2") is None  # nothing half-made
+
+
+def test_when_the_channel_can_neither_close_nor_answer_no_second_order_is_made(
+        world: World) -> None:
+    first = world.payments.create_order(cmd(key="phone-1"))
+    world.channel.fail_close = True
+    world.channel.query_error = True
+    with pytest.raises(PreviousOrderOpen):
+        world.payments.create_order(cmd(key="phone-2"))
+    assert world.payments.get(first.order_no).status == "pending"
+    world.channel.fail_close = world.channel.query_error = False
+    second = world.payments.create_order(cmd(key="phone-2"))  # the same key, later
+    assert second.new and world.payments.get(first.order_no).status == "closed"
+
+
+def test_a_payment_landing_on_a_replaced_order_is_an_overpayment_for_staff(
+        world: World) -> None:
+    first = world.payments.create_order(cmd(key="phone-1"))
+    second = world.payments.create_order(cmd(key="phone-2"))
+    world.notify(second.order_no)
+    assert world.payments.dispatch_postings() == 1
+    world.channel.trades[first.order_no].state = "pending"  # a channel that ignored close
+    assert world.notify(first.order_no).status_code == 200  # acked: it must stop sending
+    stale = world.order(first.order_no)
+    assert stale.status.value == "disputed" and stale.flag == "overpayment"
+    assert stale.channel_txn_id and stale.settled
+    [dispute] = [h for h in world.history(first.order_no) if h.to_status == "disputed"]
+    assert dispute.detail["bills_paid_by"] == second.order_no
+    assert dispute.detail["amount_fen"] == 15050
+    assert world.payments.dispatch_postings() == 0 and world.postings(first.order_no) is None
+    with world.uow_factory() as uow:
+        assert uow.accounts.get(*ACCOUNT).balance_fen == 0  # not made prepaid balance
+        flagged = uow.orders.flagged_since(NOW)
+    assert [o.order_no for o in flagged.items] == [first.order_no]
+    assert world.ledger_payments() == 1
+    world.notify(first.order_no, notification_id="again")  # a redelivery changes nothing
+    assert world.order(first.order_no).status.value == "disputed"
+
+
+def test_whichever_of_two_open_orders_is_paid_second_is_the_overpayment(
+        world: World) -> None:
+    """Two orders open at once for the same bills (two processes created them in the
+    same instant, so neither saw the other): the second payment is not posted."""
+    first = world.payments.create_order(cmd(key="phone-1"))
+    with world.uow_factory() as uow:  # a twin made behind the first one's back
+        twin = uow.orders.get(first.order_no)
+        assert twin is not None
+        twin.order_no, twin.idempotency_key = "SP20261101TWINTWINTWINTWIN", "twin"
+        twin.events.clear()
+        uow.orders.add(twin)
+        uow.commit()
+    world.channel.trades[twin.order_no] = type(world.channel.trades[first.order_no])(
+        twin.order_no, twin.amount_fen)
+    world.notify(twin.order_no)
+    world.notify(first.order_no)
+    assert world.payments.get(twin.order_no).status == "paid"
+    assert world.payments.get(first.order_no).status == "disputed"
+    assert world.payments.dispatch_postings() == 1
 
 
 # --- retries of a failed attempt ----------------------------------------------------------
@@ -595,6 +850,8 @@ def test_a_channel_that_does_not_answer_is_asked_again_later(world: World) -> No
     assert world.payments.reconcile_pending() == 0
     assert world.payments.get(view.order_no).status == "pending"
     world.channel.query_error = False
+    assert world.payments.reconcile_pending() == 0  # touched: asked again only later
+    world.clock.advance(minutes=2, seconds=1)
     assert world.payments.reconcile_pending() == 1
     assert world.payments.get(view.order_no).status == "closed"
 

@@ -57,7 +57,7 @@ def test_save_is_optimistic_and_appends_events(uow_factory: UowFactory) -> None:
         later = NOW + dt.timedelta(seconds=5)
         uow.orders.save(first, now=later)
         assert first.version == 1 and first.events == []
-        stale.close("test")
+        stale.close("test", confirmed=False)
         with pytest.raises(StaleOrder):
             uow.orders.save(stale, now=later)
         uow.commit()
@@ -67,8 +67,8 @@ def test_save_is_optimistic_and_appends_events(uow_factory: UowFactory) -> None:
         assert saved.action == {"kind": "redirect", "url": "u"}
         assert [h.to_status for h in uow.orders.history(saved.order_no)] == ["created",
                                                                              "pending"]
-        assert uow.orders.open_older_than(later) == []
-        assert uow.orders.open_older_than(later + dt.timedelta(seconds=1)) == [saved.order_no]
+        assert uow.orders.unsettled_older_than(later) == []
+        assert uow.orders.unsettled_older_than(later + dt.timedelta(seconds=1)) == [saved.order_no]
         assert uow.orders.search(query="0012345").total == 1
         assert uow.orders.search(status="paid").total == 0
 

@@ -63,10 +63,10 @@ def channel(sandbox_engine: Engine) -> Iterator[SandboxChannel]:
 
 def _request(order_no: str, *, amount_fen: int = 12345, mode: str = "cashier",
              notify_url: str = "http://127.0.0.1:9/api/v1/notify/sandbox",
-             return_url: str = "") -> PaymentRequest:
+             return_url: str = "", attempt: int = 1) -> PaymentRequest:
     return PaymentRequest(order_no=order_no, amount_fen=amount_fen, description="电费 0012345678",
                           notify_url=notify_url, expires_at=EXPIRES, mode=mode,
-                          return_url=return_url)
+                          return_url=return_url, attempt=attempt)
 
 
 # --- the channel ------------------------------------------------------------------
@@ -142,6 +142,57 @@ def test_an_unanswered_delivery_is_rescheduled(sandbox_engine: Engine) -> None:
 
 
 # --- notifications: verification -------------------------------------------------------
+
+def test_a_closed_trade_cannot_be_paid_at_the_cashier(channel: SandboxChannel) -> None:
+    channel.create_payment(_request("SP20261101CLOSED01", return_url="http://shop.test/o/1"))
+    channel.close("SP20261101CLOSED01")  # the merchant replaced the order
+    with pytest.raises(sb.SandboxConflict):
+        channel.pay("SP20261101CLOSED01", "success")
+    with pytest.raises(sb.SandboxConflict):
+        channel.create_payment(_request("SP20261101CLOSED01", attempt=2))
+    with TestClient(_app(channel, run_worker=False)) as client:
+        page = client.get("/sandbox/pay/SP20261101CLOSED01").text
+        assert "不能支付" in page and 'value="success"' not in page  # no pay button
+        r = client.post("/sandbox/pay/SP20261101CLOSED01", data={"outcome": "success"},
+                        follow_redirects=False)  # a stale tab posts anyway
+        assert r.status_code == 303 and r.headers["location"] == "/sandbox/pay/SP20261101CLOSED01"
+    assert channel.query("SP20261101CLOSED01").state == "closed"
+    assert channel.deliveries("SP20261101CLOSED01") == []
+
+
+def test_reports_carry_the_attempt_they_belong_to(channel: SandboxChannel) -> None:
+    channel.create_payment(_request("SP20261101ATTEMPT1", attempt=1))
+    channel.pay("SP20261101ATTEMPT1", "fail")
+    failed = channel.parse_notification(*_signed(channel, "SP20261101ATTEMPT1"))
+    assert failed.outcome == "failed" and failed.attempt == 1
+    channel.create_payment(_request("SP20261101ATTEMPT1", attempt=2))
+    assert channel.query("SP20261101ATTEMPT1").attempt == 2
+    channel.pay("SP20261101ATTEMPT1", "success")
+    assert channel.query("SP20261101ATTEMPT1").attempt == 2
+
+
+def test_the_sandbox_takes_payment_codes_scripted_by_their_last_digits(
+        channel: SandboxChannel) -> None:
+    from selfpay.services.ports import takes_payment_code
+
+    assert takes_payment_code(channel)
+    paid = channel.collect_with_code(_request("SP20261101CODE0001"), "134567890123456789")
+    assert paid.state == "paid" and paid.amount_fen == 12345 and paid.channel_txn_id
+    assert len(channel.deliveries("SP20261101CODE0001")) == 1  # notified as well
+    declined = channel.collect_with_code(_request("SP20261101CODE0002"), "134567890123450000")
+    assert declined.state == "failed"
+    waiting = channel.collect_with_code(_request("SP20261101CODE0003"), "134567890123459999")
+    assert waiting.state == "pending"
+    channel.pay("SP20261101CODE0003", "success")  # the customer confirms on the phone
+    assert channel.query("SP20261101CODE0003").state == "paid"
+    wrong = channel.collect_with_code(_request("SP20261101CODE0004"), "284567890123456789")
+    assert wrong.state == "failed" and channel.trade("SP20261101CODE0004") is None
+
+
+def _signed(channel: SandboxChannel, order_no: str) -> tuple[dict[str, str], bytes]:
+    body = _delivery_body(channel, order_no)
+    return sb.signed_headers(sb.sandbox_key(SECRET), body, timestamp=int(time.time())), body
+
 
 def _notification(channel: SandboxChannel, order_no: str = "SP20261101VERIFY01"
                   ) -> tuple[dict[str, str], bytes]:

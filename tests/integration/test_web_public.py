@@ -84,7 +84,8 @@ def test_prepaid_balance_is_shown(site: Site, client: TestClient) -> None:
     r = client.get(site.path("WATER", "W-001"))
     assert r.status_code == 200
     assert "王*" in r.text and "王五" not in r.text
-    assert "¥5.00" in r.text and "¥0.00" in r.text
+    assert "¥5.00" in r.text and "无需缴费" in r.text  # nothing owed: no ¥0.00 to pay
+    assert "¥0.00" not in r.text and 'id="pay-button"' not in r.text
 
 
 @pytest.mark.parametrize("tamper", [

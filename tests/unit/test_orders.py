@@ -17,6 +17,7 @@ from selfpay.domain.orders import (
     AlreadyPaidElsewhere,
     AmountMismatch,
     AttemptsExhausted,
+    Flag,
     InvalidTransition,
     NothingToPay,
     Order,
@@ -56,6 +57,8 @@ def test_every_transition_is_allowed_exactly_when_the_table_says_so(start, targe
 def test_the_table_covers_every_status_and_posted_is_final():
     assert set(ALLOWED) == set(S)
     assert ALLOWED[S.POSTED] == frozenset()
+    assert ALLOWED[S.DISPUTED] == frozenset()  # staff refund it; nothing moves it on
+    assert S.DISPUTED not in ALLOWED[S.PAID]  # money already taken for posting stays so
     assert S.CREATED not in set().union(*ALLOWED.values())  # nothing goes back to created
 
 
@@ -193,7 +196,7 @@ def test_the_amount_is_the_sum_of_the_chosen_outstanding_bills(bills, data):
 @given(bills_st.filter(bool), st.integers(min_value=10**6 + 1))
 def test_an_unknown_bill_is_refused_never_ignored(bills, stranger):
     known = sorted(bills)[0]
-    with pytest.raises(InvalidInput, match="not an open bill"):
+    with pytest.raises(InvalidInput, match="(?i)not an open bill"):
         choose_bills(list(bills.items()), (known, stranger))
 
 
@@ -202,3 +205,47 @@ def test_a_bill_chosen_twice_is_refused(bills):
     known = sorted(bills)[0]
     with pytest.raises(InvalidInput, match="twice"):
         choose_bills(list(bills.items()), (known, known))
+
+
+def test_a_failure_counts_once_and_only_for_the_live_attempt():
+    order = make_order()
+    order.start_attempt({"kind": "redirect"})
+    assert order.attempt_failed("declined", attempt=1) is True
+    assert order.attempt_failed("declined", attempt=1) is False  # the same report again
+    assert order.attempt_failed("declined") is False  # nor by a channel that cannot tell
+    order.start_attempt({"kind": "redirect"})
+    assert order.attempt_failed("late report", attempt=1) is False
+    assert order.failed_attempts == 1 and order.action == {"kind": "redirect"}
+    assert order.attempt_failed("declined", attempt=2) is True
+    assert order.failed_attempts == 2
+
+
+@pytest.mark.parametrize("status", [S.PENDING, S.CLOSED, S.FAILED])
+def test_another_amount_is_disputed_and_a_repeat_of_it_is_a_no_op(status):
+    order = make_order(status)
+    with pytest.raises(AmountMismatch):
+        order.mark_paid(channel_txn_id="T1", amount_fen=1, paid_at=NOW)
+    order.dispute(Flag.AMOUNT_MISMATCH, channel_txn_id="T1", amount_fen=1, paid_at=NOW)
+    assert order.status is S.DISPUTED and order.settled and order.flag == "amount_mismatch"
+    assert order.mark_paid(channel_txn_id="T1", amount_fen=1, paid_at=NOW) is False
+    with pytest.raises(AlreadyPaidElsewhere):
+        order.mark_paid(channel_txn_id="T2", amount_fen=15050, paid_at=NOW)
+
+
+def test_a_close_is_settled_only_when_the_channel_confirmed_it_or_never_had_it():
+    never_prepaid = make_order()
+    never_prepaid.close("expired", confirmed=False)
+    assert never_prepaid.settled
+    prepaid = make_order()
+    prepaid.start_attempt({"kind": "redirect"})
+    prepaid.close("staff", confirmed=False)
+    assert not prepaid.settled
+    prepaid.confirm_settled("closed at the channel")
+    assert prepaid.settled and prepaid.events[-1].detail == {"settled": "closed at the channel"}
+
+
+@pytest.mark.parametrize("status", [S.CLOSED, S.FAILED])
+def test_a_late_payment_is_flagged_for_staff(status):
+    order = make_order(status)
+    assert order.mark_paid(channel_txn_id="T1", amount_fen=15050, paid_at=NOW)
+    assert order.flag == "late" and order.flagged_at == NOW and order.settled

@@ -1,9 +1,13 @@
-"""Notifier adapters: the outbox (default), SMTP e-mail, and a router between them.
+"""Notifier adapters: the outbox (default), SMTP e-mail, SMS through a gateway, and a
+router between them.
 
 The message outbox table is the queue: a use case adds a Message in its own transaction
 and the worker hands queued ones to a Notifier. OutboxNotifier delivers "into the
 outbox": the message stays in the table, marked sent, and staff read it at
-/admin/messages (which is how the demo receives its SMS codes).
+/admin/messages. An SMS code is there only masked: its real text is sealed in the
+message (adapters/secretbox.py), and only SmsNotifier opens it, to hand it to the SMS
+gateway (adapters/sms.py); the outbox drops the sealed text once the message is sent or
+failed. The demo's gateway is the terminal it runs in.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import secrets
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -19,7 +24,18 @@ from email.utils import formatdate, make_msgid, parseaddr
 from typing import TYPE_CHECKING, Literal
 
 from selfpay.adapters.receipts import render_receipt_pdf
-from selfpay.services.ports import Message, Notifier, NotifierError, UnitOfWork
+from selfpay.adapters.secretbox import AesGcmBox
+from selfpay.adapters.sms import HttpSmsGateway, TerminalSmsGateway
+from selfpay.services.ports import (
+    Message,
+    MessageUndeliverable,
+    Notifier,
+    NotifierError,
+    SealBroken,
+    SecretBox,
+    SmsGateway,
+    UnitOfWork,
+)
 from selfpay.services.receipts import load_receipt
 
 if TYPE_CHECKING:
@@ -35,12 +51,14 @@ def _utcnow() -> dt.datetime:
 
 
 class OutboxNotifier:
-    """Marks the message delivered into the admin outbox. Never fails."""
+    """Marks the message delivered into the admin outbox. Never fails. A sealed text
+    (an SMS code) is dropped unread: nothing leaves, so no code reaches anyone."""
 
     def __init__(self, clock: Callable[[], dt.datetime] = _utcnow) -> None:
         self._clock = clock
 
     def send(self, message: Message) -> None:
+        message.sealed = ""
         message.status = "sent"
         message.sent_at = self._clock()
         message.error = ""
@@ -113,15 +131,73 @@ class SmtpNotifier:
         message.error = ""
 
 
-class RoutingNotifier:
-    """E-mail addresses through `email`; everything else (SMS) through `other`, which
-    is the outbox until a site plugs in an SMS gateway."""
+class SmsNotifier:
+    """SMS through an SmsGateway. A sealed text is opened here, just before it is sent,
+    and dropped from the message once the gateway took it or refused it for good.
 
-    def __init__(self, *, email: Notifier, other: Notifier) -> None:
-        self.email, self.other = email, other
+    A message that can never go (the gateway refuses the number; the sealed text does
+    not open, e.g. after a new SELFPAY_SECRET_KEY) is marked failed here before
+    MessageUndeliverable is raised: the worker keeps that status, so it is not retried.
+    Any other NotifierError leaves it queued for the worker's next try."""
+
+    def __init__(self, gateway: SmsGateway, *, box: SecretBox,
+                 clock: Callable[[], dt.datetime] = _utcnow) -> None:
+        self.gateway = gateway
+        self._box = box
+        self._clock = clock
+
+    def close(self) -> None:
+        close = getattr(self.gateway, "close", None)
+        if callable(close):
+            close()
 
     def send(self, message: Message) -> None:
-        (self.email if "@" in message.to else self.other).send(message)
+        try:
+            text = (self._box.open(message.sealed, to=message.to) if message.sealed
+                    else message.body)
+        except SealBroken:
+            self._give_up(message)
+            raise MessageUndeliverable("the sealed text does not open (was "
+                                       "SELFPAY_SECRET_KEY changed?): a new code is needed"
+                                       ) from None
+        try:
+            self.gateway.send(message.to, text, ref=_reference(message))
+        except MessageUndeliverable:
+            self._give_up(message)
+            raise
+        message.sealed = ""
+        message.status = "sent"
+        message.sent_at = self._clock()
+        message.error = ""
+
+    @staticmethod
+    def _give_up(message: Message) -> None:
+        message.sealed = ""
+        message.status = "failed"
+
+
+def _reference(message: Message) -> str:
+    """The same on every try of one message (the gateway drops a repeat by it)."""
+    if message.id is None:
+        return f"selfpay-msg-x{secrets.token_hex(8)}"
+    return f"selfpay-msg-{message.id}-{int(message.created_at.timestamp())}"
+
+
+class RoutingNotifier:
+    """E-mail addresses through `email`; everything else (phone numbers: SMS) through
+    `sms`: the outbox, or an SMS gateway (SELFPAY_SMS_GATEWAY)."""
+
+    def __init__(self, *, email: Notifier, sms: Notifier) -> None:
+        self.email, self.sms = email, sms
+
+    def close(self) -> None:
+        for notifier in (self.email, self.sms):
+            close = getattr(notifier, "close", None)
+            if callable(close):
+                close()
+
+    def send(self, message: Message) -> None:
+        (self.email if "@" in message.to else self.sms).send(message)
 
 
 class ReceiptPdfAttacher:
@@ -151,13 +227,32 @@ class ReceiptPdfAttacher:
         self.inner.send(message)
 
 
+def build_sms_gateway(settings: Settings) -> SmsGateway | None:
+    """SELFPAY_SMS_GATEWAY: http, terminal, or None for the outbox. Settings checked the
+    URL and the key at load."""
+    if settings.sms_gateway == "terminal":
+        return TerminalSmsGateway()
+    if settings.sms_gateway == "http":
+        return HttpSmsGateway(url=settings.sms_url.strip(), key=settings.sms_signing_key(),
+                              sender=settings.sms_sender, timeout_s=settings.sms_timeout_s)
+    if settings.env == "production":
+        log.warning("SELFPAY_SMS_GATEWAY is 'outbox': SMS (look-up codes) reach no phone; "
+                    "set it to 'http' with SELFPAY_SMS_URL and SELFPAY_SMS_KEY(_FILE)")
+    return None
+
+
 def build_notifier(settings: Settings,
                    uow_factory: Callable[[], UnitOfWork] | None = None) -> Notifier:
-    """SELFPAY_NOTIFIER=outbox (default) or smtp (e-mail by SMTP, SMS to the outbox).
-    With `uow_factory`, e-mailed receipts carry their PDF."""
+    """E-mail by SELFPAY_NOTIFIER (outbox, the default, or smtp), SMS by
+    SELFPAY_SMS_GATEWAY (outbox, the default, http or terminal). With `uow_factory`,
+    e-mailed receipts carry their PDF."""
     outbox = OutboxNotifier()
+    gateway = build_sms_gateway(settings)
+    sms: Notifier = outbox
+    if gateway is not None:
+        sms = SmsNotifier(gateway, box=message_box(settings))
     if settings.notifier != "smtp":
-        return outbox
+        return outbox if gateway is None else RoutingNotifier(email=outbox, sms=sms)
     smtp = SmtpNotifier(
         host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from,
         security=settings.smtp_security, username=settings.smtp_username,
@@ -167,4 +262,10 @@ def build_notifier(settings: Settings,
     if uow_factory is not None:
         email = ReceiptPdfAttacher(smtp, uow_factory=uow_factory,
                                    base_url=settings.public_base_url, timezone=settings.timezone)
-    return RoutingNotifier(email=email, other=outbox)
+    return RoutingNotifier(email=email, sms=sms)
+
+
+def message_box(settings: Settings) -> SecretBox:
+    """The box that seals an SMS code into the outbox and opens it to send it: keyed from
+    SELFPAY_SECRET_KEY, so every `serve` and `worker` of a site opens what another sealed."""
+    return AesGcmBox.from_secret_key(settings.secret_key.get_secret_value())

@@ -67,7 +67,7 @@ def render_receipt_pdf(receipt: Receipt, *, url: str, timezone: str = "Asia/Shan
     c.setFillColorRGB(0, 0, 0)
 
     y -= 20 * mm
-    amount = format_fen(receipt.amount_fen).replace("¥", "¥ ")
+    amount = format_fen(receipt.amount_fen)  # ¥856.71, as on every page
     c.setFont(cjk, 9)
     c.setFillColorRGB(0.4, 0.4, 0.4)
     c.drawString(margin, y, "实付金额 Amount paid")

@@ -1,9 +1,10 @@
-"""Read the first sheet of an .xlsx/.xls (python-calamine, openpyxl as a fallback for
+"""Read the first sheet of an .xlsx/.xls/.ods (python-calamine, openpyxl as a fallback for
 .xlsx) or a .csv (UTF-8 with or without BOM, else GB18030/GBK) into a services Table.
 
 The first non-empty row holds the headers; rows keep the numbers Excel shows; fully
 empty rows are skipped. Cells keep their types (str, float, date, datetime, ...):
-validation is the services' job.
+validation is the services' job. A file past the caps of `limits` (rows, columns,
+unpacked size: adapters.sheet_guard) is refused before a reader opens it.
 """
 
 from __future__ import annotations
@@ -14,17 +15,26 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from selfpay.adapters.sheet_guard import (
+    DEFAULT_LIMITS,
+    SheetLimits,
+    calamine_rows,
+    check_workbook,
+    csv_rows,
+)
 from selfpay.domain.ledger_errors import UnreadableFile
 from selfpay.services.imports import Table, TableRow
 
-EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
+# .xlsb is not read: nothing checks a binary sheet's cells before calamine builds its grid
+EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
 SUFFIXES = (*EXCEL_SUFFIXES, ".csv")
 
 RawTable = Table  # the names used in the design notes
 RawRow = TableRow
 
 
-def read_table(data: bytes | Path, filename: str) -> Table:
+def read_table(data: bytes | Path, filename: str, *,
+               limits: SheetLimits = DEFAULT_LIMITS) -> Table:
     suffix = Path(filename).suffix.lower()
     if suffix not in SUFFIXES:
         raise UnreadableFile(
@@ -37,11 +47,13 @@ def read_table(data: bytes | Path, filename: str) -> Table:
         except OSError as exc:
             raise UnreadableFile(f"无法读取文件 (cannot read {filename}: {exc.strerror})") from exc
     if suffix == ".csv":
-        return _to_table(_csv_rows(data, filename))
-    return _to_table(_excel_rows(data, filename, suffix))
+        return _to_table(_csv_rows(data, filename, limits))
+    check_workbook(data, limits)
+    return _to_table(_excel_rows(data, filename, suffix, limits))
 
 
-def _excel_rows(data: bytes, filename: str, suffix: str) -> list[list[object]]:
+def _excel_rows(data: bytes, filename: str, suffix: str,
+                limits: SheetLimits) -> list[list[object]]:
     from python_calamine import CalamineWorkbook
 
     try:
@@ -49,8 +61,7 @@ def _excel_rows(data: bytes, filename: str, suffix: str) -> list[list[object]]:
         try:
             if not workbook.sheet_names:
                 raise UnreadableFile(f"工作簿中没有工作表 ({filename} has no sheet)")
-            sheet = workbook.get_sheet_by_index(0)
-            return [list(r) for r in sheet.to_python(skip_empty_area=False)]
+            return calamine_rows(workbook.get_sheet_by_index(0), limits)
         finally:
             workbook.close()
     except UnreadableFile:
@@ -59,7 +70,7 @@ def _excel_rows(data: bytes, filename: str, suffix: str) -> list[list[object]]:
         reason = str(calamine_error)
         if suffix in (".xlsx", ".xlsm"):
             try:
-                return _openpyxl_rows(data)
+                return _openpyxl_rows(data, limits)
             except Exception as openpyxl_error:  # both readers failed: report both
                 reason = f"{reason}; openpyxl: {openpyxl_error}"
         raise UnreadableFile(
@@ -67,18 +78,22 @@ def _excel_rows(data: bytes, filename: str, suffix: str) -> list[list[object]]:
         ) from calamine_error
 
 
-def _openpyxl_rows(data: bytes) -> list[list[object]]:
+def _openpyxl_rows(data: bytes, limits: SheetLimits) -> list[list[object]]:
     import openpyxl
 
     workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     try:
         sheet = workbook.worksheets[0]
-        return [list(r) for r in sheet.iter_rows(min_row=1, values_only=True)]
+        # Bounded even when the sheet declares no range: openpyxl would pad each row to
+        # its last (maybe styled, empty) cell and fill every missing row up to the last.
+        rows = sheet.iter_rows(min_row=1, max_row=limits.max_rows,
+                               max_col=limits.max_columns, values_only=True)
+        return [list(r) for r in rows]
     finally:
         workbook.close()
 
 
-def _csv_rows(data: bytes, filename: str) -> list[list[object]]:
+def _csv_rows(data: bytes, filename: str, limits: SheetLimits) -> list[list[object]]:
     if data.startswith(b"PK\x03\x04") and zipfile.is_zipfile(io.BytesIO(data)):
         raise UnreadableFile(f"这是 Excel 文件，不是 CSV ({filename} is a workbook, not a CSV)")
     for encoding in ("utf-8-sig", "gb18030"):
@@ -92,7 +107,7 @@ def _csv_rows(data: bytes, filename: str) -> list[list[object]]:
     if "\x00" in text:
         raise UnreadableFile(f"不是文本文件 ({filename} is not a text CSV file)")
     try:
-        return [list(r) for r in csv.reader(io.StringIO(text, newline=""))]
+        return csv_rows(text, limits, sheet=filename)
     except csv.Error as exc:
         raise UnreadableFile(f"CSV 格式错误 (malformed CSV {filename}: {exc})") from exc
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from selfpay.services.devices import Devices
 from selfpay.services.payments import Payments
 from selfpay.services.ports import Notifier
 from selfpay.services.work_orders import WorkOrders
@@ -22,12 +23,14 @@ class WorkerThread:
     notification, so that posting does not wait for the interval."""
 
     def __init__(self, payments: Payments, notifier: Notifier, *,
-                 work_orders: WorkOrders | None = None, interval_s: float = 1.0,
+                 work_orders: WorkOrders | None = None, devices: Devices | None = None,
+                 interval_s: float = 1.0,
                  reconcile_interval_s: float = 15.0, name: str = "selfpay-worker",
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._payments = payments
         self._notifier = notifier
         self._work_orders = work_orders
+        self._devices = devices
         self._interval = interval_s
         self._reconcile_interval = reconcile_interval_s
         self._name = name
@@ -74,7 +77,8 @@ class WorkerThread:
                 next_reconcile = self._monotonic() + self._reconcile_interval
             try:
                 counts = run_once(self._payments, self._notifier,
-                                  work_orders=self._work_orders, reconcile=reconcile)
+                                  work_orders=self._work_orders, reconcile=reconcile,
+                                  devices=self._devices)
             except Exception:  # noqa: BLE001 - run_once isolates its steps; belt and braces
                 log.exception("worker round failed")
                 counts = {}

@@ -31,40 +31,44 @@ def normalize_account(raw: object) -> str:
     Leading zeros survive only when the cell is text: a numeric cell has none to keep.
     """
     if raw is None or isinstance(raw, bool):
-        raise InvalidAccountNumber("account number is empty")
+        raise InvalidAccountNumber(key="err.account.empty")
     if isinstance(raw, int):
         if raw < 0:
-            raise InvalidAccountNumber(f"account number cannot be negative: {raw}")
+            raise InvalidAccountNumber(key="err.account.negative", value=raw)
         text = str(raw)
     elif isinstance(raw, float):
         if raw != raw or raw in (float("inf"), float("-inf")) or raw < 0 or raw != int(raw):
-            raise InvalidAccountNumber(f"account number is not a whole number: {raw!r}")
+            raise InvalidAccountNumber(key="err.account.not_whole", value=repr(raw))
         text = format(Decimal(repr(raw)), "f").split(".")[0]
     elif isinstance(raw, Decimal):
         if raw != raw.to_integral_value() or raw < 0:
-            raise InvalidAccountNumber(f"account number is not a whole number: {raw}")
+            raise InvalidAccountNumber(key="err.account.not_whole", value=str(raw))
         text = format(raw.quantize(Decimal(1)), "f")
     elif isinstance(raw, str):
         text = unicodedata.normalize("NFKC", raw).strip().upper()
     else:
-        raise InvalidAccountNumber(f"account number has an unsupported type: {raw!r}")
+        raise InvalidAccountNumber(key="err.account.type", value=type(raw).__name__)
     if not text:
-        raise InvalidAccountNumber("account number is empty")
+        raise InvalidAccountNumber(key="err.account.empty")
     if not ACCOUNT_RE.match(text):
-        raise InvalidAccountNumber(
-            f"account number may hold only 0-9, A-Z and '-' (1-32 characters): {text!r}"
-        )
+        raise InvalidAccountNumber(key="err.account.chars", value=_shown(text))
     return text
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A refused value as a message quotes it: clipped, so that a pasted page does not
+    flood the error."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def normalize_biller(raw: object) -> str:
     if not isinstance(raw, str):
-        raise InvalidBillerCode(f"biller code must be text: {raw!r}")
+        raise InvalidBillerCode(key="err.biller.not_text", value=type(raw).__name__)
     text = unicodedata.normalize("NFKC", raw).strip().upper()
+    if not text:
+        raise InvalidBillerCode(key="err.biller.empty")
     if not BILLER_RE.match(text):
-        raise InvalidBillerCode(
-            f"biller code must be a letter then up to 7 letters or digits: {raw!r}"
-        )
+        raise InvalidBillerCode(key="err.biller.code", value=_shown(raw.strip()))
     return text
 
 
@@ -142,6 +146,13 @@ class Bill:
     @property
     def outstanding_fen(self) -> int:
         return self.amount_fen - self.paid_fen
+
+    def is_overdue(self, today: dt.date) -> bool:
+        """Still owed after its due date. `today` is the date where the site is
+        (Settings.timezone), not the server's: a bill due on the 30th is overdue from
+        the 1st, Beijing time, whatever zone the machine runs in."""
+        return (self.status is BillStatus.OPEN and self.outstanding_fen > 0
+                and self.due_date is not None and self.due_date < today)
 
 
 @dataclass(frozen=True, slots=True)

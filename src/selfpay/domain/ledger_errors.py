@@ -6,6 +6,8 @@ DomainError
  ├── InvalidInput
  │    ├── BillNotOpen            a chosen bill id is unknown, paid or cancelled
  │    ├── UnreadableFile         an upload that is no spreadsheet we can read
+ │    │    └── SheetTooLarge      a workbook past the caps on rows, columns, cells or
+ │    │                           unpacked size (adapters/sheet_guard.py), refused unread
  │    ├── MissingColumns         a sheet without a required column
  │    ├── InvalidUsername
  │    ├── WeakPassword
@@ -20,10 +22,14 @@ from selfpay.domain.errors import DomainError, InvalidInput
 
 
 class BillNotOpen(InvalidInput):
-    pass
+    default_key = "err.bill.not_open_any"
 
 
 class UnreadableFile(InvalidInput):
+    pass
+
+
+class SheetTooLarge(UnreadableFile):
     pass
 
 

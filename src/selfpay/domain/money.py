@@ -51,18 +51,18 @@ def parse_yuan(value: object) -> int:
     has more than two decimals.
     """
     if isinstance(value, bool) or value is None:
-        raise InvalidAmount(f"not an amount: {value!r}")
+        raise InvalidAmount(key="err.amount.invalid", value=repr(value))
     if isinstance(value, int):
         text = str(value)
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise InvalidAmount(f"not an amount: {value!r}")
+            raise InvalidAmount(key="err.amount.invalid", value=repr(value))
         text = repr(value)
         if "e" in text or "E" in text:
             try:
                 text = format(Decimal(text), "f")
             except InvalidOperation as exc:  # pragma: no cover - repr of a finite float
-                raise InvalidAmount(f"not an amount: {value!r}") from exc
+                raise InvalidAmount(key="err.amount.invalid", value=repr(value)) from exc
         if text.endswith(".0"):
             text = text[:-2]
     elif isinstance(value, Decimal):
@@ -70,11 +70,11 @@ def parse_yuan(value: object) -> int:
     elif isinstance(value, str):
         text = value
     else:
-        raise InvalidAmount(f"not an amount: {value!r}")
+        raise InvalidAmount(key="err.amount.invalid", value=repr(value))
     text = text.translate(_FULLWIDTH).strip().removeprefix("¥").removeprefix("￥").strip()
     text = text.replace(",", "")
     m = _YUAN.match(text)
     if m is None:
-        raise InvalidAmount(f"amount must be yuan with at most two decimals, got {value!r}")
+        raise InvalidAmount(key="err.amount.format", value=str(value))
     frac = (m.group("frac") or "").ljust(2, "0")
     return int(m.group("int")) * 100 + int(frac)

@@ -2,6 +2,7 @@
 
     created -> pending (channel prepay made) -> paid -> posted
     created | pending -> closed | failed
+    any state before paid -> disputed (money taken that is not posted: staff decide)
 
 Every change goes through `_move_to`, which checks the one transition table and records
 an OrderEvent; services store those events as the order's history. A payment attempt
@@ -9,7 +10,14 @@ that fails leaves the order pending for another try, up to MAX_ATTEMPTS; then it
 
 A channel may report money taken for an order we had already closed or failed (a late
 payment after the customer paid in a stale cashier). The money is real, so the order
-moves to paid and is posted like any other; the event says `late=True` for staff.
+moves to paid and is posted like any other, flagged `late` for staff. But when another
+order has paid the same bills meanwhile, it is an overpayment: the order is `disputed`
+(never posted) so that staff refund it. A payment of another amount than the order's
+is disputed too.
+
+`settled` says the channel has confirmed a terminal state (paid, or closed there), or
+that there is none to confirm (no prepay was ever made). An order closed or failed
+here before its channel confirmed stays unsettled: the reconcile loop keeps asking.
 """
 
 from __future__ import annotations
@@ -34,23 +42,34 @@ class OrderStatus(StrEnum):
     POSTED = "posted"
     CLOSED = "closed"
     FAILED = "failed"
+    DISPUTED = "disputed"
 
 
 S = OrderStatus
 ALLOWED: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.CREATED: frozenset({S.PENDING, S.CLOSED, S.FAILED}),
-    S.PENDING: frozenset({S.PENDING, S.PAID, S.CLOSED, S.FAILED}),
+    S.CREATED: frozenset({S.PENDING, S.CLOSED, S.FAILED, S.DISPUTED}),
+    S.PENDING: frozenset({S.PENDING, S.PAID, S.CLOSED, S.FAILED, S.DISPUTED}),
     S.PAID: frozenset({S.POSTED}),
     S.POSTED: frozenset(),
     # A channel can still report a payment after we gave up on the order: see above.
-    S.CLOSED: frozenset({S.PAID}),
-    S.FAILED: frozenset({S.PAID}),
+    S.CLOSED: frozenset({S.PAID, S.DISPUTED}),
+    S.FAILED: frozenset({S.PAID, S.DISPUTED}),
+    S.DISPUTED: frozenset(),  # terminal: staff refund it (or settle it by hand)
 }
 OPEN_STATES = frozenset({S.CREATED, S.PENDING})
 
 
+class Flag(StrEnum):
+    """What staff must look at on an order (the payment-health page lists them)."""
+
+    LATE = "late"  # paid after it was closed or failed here; posted all the same
+    PAID_ELSEWHERE = "paid_elsewhere"  # a second channel transaction: refund that one
+    OVERPAYMENT = "overpayment"  # its bills were paid by another order: refund it
+    AMOUNT_MISMATCH = "amount_mismatch"  # the channel took another amount: refund it
+
+
 class OrderError(DomainError):
-    pass
+    default_key = "err.order.conflict"
 
 
 class InvalidTransition(OrderError):
@@ -74,7 +93,7 @@ class AlreadyPaid(OrderError):
 
 
 class NothingToPay(InvalidInput):
-    pass
+    default_key = "err.order.nothing_to_pay"
 
 
 class IdempotencyConflict(InvalidInput):
@@ -133,6 +152,9 @@ class Order:
     version: int = 0  # bumped by the repository on every update (optimistic check)
     lines: tuple[OrderLine, ...] = ()  # the bills priced, in bill_ids order
     holder: str = ""  # the account holder's name, masked, as the order was priced
+    settled: bool = False  # the channel confirmed a terminal state (see above)
+    flag: str = ""  # a Flag for staff, '' when none
+    flagged_at: dt.datetime | None = None
     events: list[OrderEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -157,10 +179,18 @@ class Order:
         self.action = dict(action)
         self._move_to(S.PENDING, "attempt", attempt=self.attempts)
 
-    def attempt_failed(self, reason: str) -> None:
-        """The channel says this attempt failed. After MAX_ATTEMPTS the order fails."""
-        if self.status is not S.PENDING:
-            return  # a failure report for an order already settled changes nothing
+    def attempt_failed(self, reason: str, *, attempt: int | None = None) -> bool:
+        """The channel says an attempt failed. It counts once, and only for the live
+        attempt: a late report of an earlier attempt (`attempt` is the number the
+        channel echoed, None when it cannot tell) or a repeat changes nothing. After
+        MAX_ATTEMPTS the order fails. Returns whether the report counted."""
+        if self.status is not S.PENDING or not self.action:
+            return False  # settled, or this attempt's failure is already counted
+        if attempt is not None and attempt != self.attempts:
+            self.events.append(OrderEvent("attempt", "pending", "pending", {
+                "stale_failure": reason, "of_attempt": attempt, "live_attempt": self.attempts,
+            }))
+            return False
         self.failed_attempts += 1
         self.action = {}
         if self.failed_attempts >= MAX_ATTEMPTS:
@@ -169,6 +199,7 @@ class Order:
             self.events.append(OrderEvent("attempt", "pending", "pending",
                                           {"failed": reason, "failed_attempts":
                                            self.failed_attempts}))
+        return True
 
     def mark_paid(self, *, channel_txn_id: str, amount_fen: int, paid_at: dt.datetime) -> bool:
         """Record the channel's word that the money is taken. Returns False when this
@@ -180,6 +211,13 @@ class Order:
                 f"{self.order_no}: paid by {self.channel_txn_id}, reported again by "
                 f"{channel_txn_id}"
             )
+        if self.status is S.DISPUTED:
+            if channel_txn_id == self.channel_txn_id:
+                return False  # the disputed payment, told again
+            raise AlreadyPaidElsewhere(
+                f"{self.order_no}: disputed payment {self.channel_txn_id}, another one "
+                f"reported by {channel_txn_id}"
+            )
         if type(amount_fen) is not int or amount_fen != self.amount_fen:
             raise AmountMismatch(
                 f"{self.order_no}: expected {self.amount_fen} fen, channel says {amount_fen}"
@@ -189,7 +227,26 @@ class Order:
         self.channel_txn_id = channel_txn_id
         self.paid_at = paid_at
         self.action = {}
+        self.settled = True
+        if late:
+            self.flag_for_staff(Flag.LATE, at=paid_at)
         return True
+
+    def dispute(self, flag: Flag, *, channel_txn_id: str, amount_fen: int,
+                paid_at: dt.datetime, **detail: Any) -> None:
+        """Money was taken that must not be posted (an overpayment, another amount):
+        record it for staff, who refund it. Terminal; the channel's word is final."""
+        self._move_to(S.DISPUTED, flag=flag.value, channel_txn_id=channel_txn_id,
+                      amount_fen=amount_fen, **detail)
+        self.channel_txn_id = channel_txn_id
+        self.paid_at = paid_at
+        self.action = {}
+        self.settled = True
+        self.flag_for_staff(flag, at=paid_at)
+
+    def flag_for_staff(self, flag: Flag, *, at: dt.datetime) -> None:
+        self.flag = flag.value
+        self.flagged_at = at
 
     def mark_posted(self, *, posted_at: dt.datetime, duplicate: bool) -> None:
         if self.status is S.POSTED:
@@ -197,9 +254,21 @@ class Order:
         self._move_to(S.POSTED, duplicate=duplicate)
         self.posted_at = posted_at
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, *, confirmed: bool) -> None:
+        """Closed here. `confirmed`: the channel has closed it too (or refused to know
+        it); without a prepay there is nothing at the channel to confirm."""
         self._move_to(S.CLOSED, reason=reason)
         self.action = {}
+        self.settled = confirmed or self.attempts == 0
+
+    def confirm_settled(self, how: str) -> None:
+        """The channel confirmed that this closed or failed order can no longer be
+        paid there."""
+        if self.status not in (S.CLOSED, S.FAILED) or self.settled:
+            return
+        self.settled = True
+        self.events.append(OrderEvent("query", self.status.value, self.status.value,
+                                      {"settled": how}))
 
     @property
     def attempts_left(self) -> int:
@@ -221,14 +290,14 @@ def choose_bills(
     outstanding = dict(open_bills)
     if bill_ids:
         if len(set(bill_ids)) != len(bill_ids):
-            raise InvalidInput("a bill is chosen twice")
+            raise InvalidInput(key="err.order.bill_twice")
         unknown = [b for b in bill_ids if b not in outstanding]
         if unknown:
-            raise InvalidInput(f"not an open bill of this account: {unknown}")
+            raise InvalidInput(key="err.order.bill_not_open", ids=unknown)
         chosen = tuple(sorted(bill_ids))
     else:
         chosen = tuple(sorted(outstanding))
     amount = sum(outstanding[b] for b in chosen)
     if amount <= 0:
-        raise NothingToPay("nothing to pay: the account has no open bills")
+        raise NothingToPay(key="err.order.nothing_to_pay")
     return chosen, amount

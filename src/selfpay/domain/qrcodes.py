@@ -90,24 +90,24 @@ def make_payload(base: str, keyring: QrKeyring, biller: str, account: str) -> st
 def verify_parts(keyring: QrKeyring, biller: str, account: str, tag: str) -> CodeRef:
     """Check the three path parts of a code URL; raise InvalidCode with the reason."""
     if not BILLER_RE.match(biller) or not ACCOUNT_RE.match(account):
-        raise InvalidCode("malformed biller or account in code")
+        raise InvalidCode(key="err.code.malformed_parts")
     if not _TAG_RE.match(tag):
-        raise InvalidCode("malformed signature in code")
+        raise InvalidCode(key="err.code.malformed_tag")
     kid = tag[0]
     if kid not in keyring.keys:
-        raise InvalidCode(f"unknown or retired key id {kid!r}")
+        raise InvalidCode(key="err.code.unknown_key", kid=kid)
     if not hmac.compare_digest(tag, mac_tag(keyring, biller, account, kid)):
-        raise InvalidCode("signature does not match: the code was altered")
+        raise InvalidCode(key="err.code.altered")
     return CodeRef(biller=biller, account=account, key_id=kid)
 
 
 def verify_payload(base: str, keyring: QrKeyring, payload: str) -> CodeRef:
     """Verify a whole scanned payload against this deployment's base URL."""
     if not payload.startswith(base):
-        raise InvalidCode("code does not belong to this payment site")
+        raise InvalidCode(key="err.code.foreign")
     parts = payload[len(base) :].split("/")
     if len(parts) != 3:
-        raise InvalidCode("malformed code")
+        raise InvalidCode(key="err.code.malformed")
     # base matched exactly and the three parts are checked exactly, so the whole
     # payload is the canonical one: no second comparison is needed.
     return verify_parts(keyring, parts[0], parts[1], parts[2])

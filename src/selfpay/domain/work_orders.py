@@ -64,7 +64,7 @@ def parse_kind(raw: str) -> WorkOrderKind:
     try:
         return WorkOrderKind(raw.strip())
     except ValueError:
-        raise UnknownWorkOrderKind(f"unknown kind of work order: {raw[:32]!r}") from None
+        raise UnknownWorkOrderKind(key="err.wo.kind", value=raw[:32]) from None
 
 
 def clean_description(raw: str) -> str:
@@ -72,9 +72,9 @@ def clean_description(raw: str) -> str:
     text = unicodedata.normalize("NFC", raw).replace("\r\n", "\n").strip()
     text = "".join(c for c in text if c == "\n" or unicodedata.category(c)[0] != "C")
     if not text:
-        raise InvalidDescription("please describe the problem")
+        raise InvalidDescription(key="err.wo.description_empty")
     if len(text) > MAX_DESCRIPTION:
-        raise InvalidDescription(f"at most {MAX_DESCRIPTION} characters")
+        raise InvalidDescription(key="err.wo.description_long", max=MAX_DESCRIPTION)
     return text
 
 

@@ -13,14 +13,19 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from selfpay.adapters.sheet_guard import SheetLimits
 from selfpay.bootstrap import Container, bootstrap
 from selfpay.config import Settings, SettingsError, load_settings, new_qr_key
 from selfpay.domain.accounts import normalize_account, normalize_biller
 from selfpay.domain.errors import DomainError, InvalidCode
+from selfpay.domain.ledger_errors import UnreadableFile
+from selfpay.domain.messages import DEFAULT_LANG, LANGS, translate
 from selfpay.domain.qrcodes import make_payload, verify_payload
+from selfpay.entrypoints.kiosk_agent import kiosk_app
 
 app = typer.Typer(help="selfpay: self-service bill payment.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -37,9 +42,11 @@ app.add_typer(qr_app, name="qr")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(billers_app, name="billers")
+app.add_typer(kiosk_app, name="kiosk-agent")  # runs on a terminal: entrypoints/kiosk_agent.py
 
 out = Console()
 err = Console(stderr=True)
+BAD_FILE = 2  # exit status for a file that is no sheet or is past the caps (1: bad rows)
 
 
 def _now() -> dt.datetime:
@@ -53,9 +60,30 @@ def _actor() -> str:
         return "cli"
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]错误 / error:[/red] {message}", soft_wrap=True)
+def _env_lang() -> str:
+    """The language of messages before the settings are read, or when they cannot be:
+    SELFPAY_LOCALE as the environment has it."""
+    raw = os.environ.get("SELFPAY_LOCALE", "")
+    return raw if raw in LANGS else DEFAULT_LANG
+
+
+def _fail(message: str, lang: str | None = None, code: int = 1) -> typer.Exit:
+    """One line on stderr, "错误：..." or "error: ..." in the configured language."""
+    prefix = translate(lang or _env_lang(), "cli.error")
+    err.print(f"[red]{prefix}[/red]{escape(message)}", soft_wrap=True)  # prefix ends "：" / ": "
     return typer.Exit(code)
+
+
+def _refuse(c: Container, key: str, /, **values: object) -> typer.Exit:
+    """_fail() with a catalog message in Settings.locale."""
+    lang = c.settings.locale
+    return _fail(translate(lang, key, **values), lang)
+
+
+def _fail_error(exc: DomainError, c: Container) -> typer.Exit:
+    """A domain error told in Settings.locale (str(exc) is the English of the logs)."""
+    lang = c.settings.locale
+    return _fail(exc.localized(lang), lang)
 
 
 def _container(*, migrate: bool = True, **overrides: Any) -> Container:
@@ -79,18 +107,16 @@ def _resolve_biller(c: Container, biller: str | None) -> str:
         if len(known) == 1:
             return known[0]
         if not billers:
-            raise _fail("还没有业务类型，请先用 selfpay billers add 添加 (no billers yet: add one "
-                        "with `selfpay billers add CODE --name NAME`)")
-        raise _fail(f"请用 --biller 指定业务类型 (give --biller; known: {', '.join(known) or '-'})")
+            raise _refuse(c, "cli.no_billers")
+        raise _refuse(c, "cli.give_biller", known=known or ["-"])
     try:
         code = normalize_biller(biller)
     except DomainError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail_error(exc, c) from exc
     if code not in known:
         if any(b.code == code for b in billers):
-            raise _fail(f"业务类型 {code} 已停用 (biller {code} is disabled; "
-                        f"`selfpay billers enable {code}` offers it again)")
-        raise _fail(f"未知的业务类型 {code} (unknown biller; known: {', '.join(known) or '-'})")
+            raise _refuse(c, "cli.biller_disabled", code=code)
+        raise _refuse(c, "cli.biller_unknown", code=code, known=known or ["-"])
     return code
 
 
@@ -108,26 +134,39 @@ def db_upgrade(revision: str = "head") -> None:
 
 # --- import ---------------------------------------------------------------------------
 
+def _sheet_limits(c: Container) -> SheetLimits:
+    return SheetLimits.from_settings(c.settings)
+
+
+def _bad_file(path: Path, exc: UnreadableFile, c: Container) -> typer.Exit:
+    """A file that is no sheet, or one past the caps: refused unread, exit status 2."""
+    lang = c.settings.locale
+    return _fail(f"{path}: {exc.localized(lang)}", lang, code=BAD_FILE)
+
+
 def _import(kind: str, path: Path, skip_invalid: bool) -> None:
     from selfpay.adapters.tabular import read_table
     from selfpay.services import imports
 
     c = _container()
     try:
-        table = read_table(path, path.name)
-    except (DomainError, ValueError, OSError) as exc:
-        raise _fail(f"{path}: {exc}") from exc
+        table = read_table(path, path.name, limits=_sheet_limits(c))
+    except UnreadableFile as exc:
+        raise _bad_file(path, exc, c) from exc
+    except DomainError as exc:
+        raise _fail(f"{path}: {exc.localized(c.settings.locale)}", c.settings.locale) from exc
+    except (ValueError, OSError) as exc:
+        raise _fail(f"{path}: {exc}", c.settings.locale) from exc
     use_case = imports.import_accounts if kind == "accounts" else imports.import_bills
-    with c.uow_factory() as uow:
-        run = use_case(uow, table, filename=path.name, actor=_actor(),
-                       skip_invalid=skip_invalid, now=_now())
+    # rows checked in a read-only unit of work: no write lock until the rows are written
+    run = use_case(c.uow_factory(), table, filename=path.name, actor=_actor(),
+                   skip_invalid=skip_invalid, now=_now(), check_uow=c.read_uow_factory())
     for e in run.errors[:200]:
         err.print(f"  {e.message}")
     if len(run.errors) > 200:
         err.print(f"  ... {len(run.errors) - 200} more")
     if run.status == "rejected":
-        raise _fail(f"{len(run.errors)} 行有错误，未导入任何数据 (nothing imported; fix the rows "
-                    "or use --skip-invalid)")
+        raise _refuse(c, "cli.import_rejected", n=len(run.errors))
     out.print(f"imported {run.imported} {kind}, skipped {run.skipped} invalid row(s) "
               f"(import #{run.id})")
 
@@ -174,12 +213,12 @@ def qr_make(
     try:
         number = normalize_account(account)
     except DomainError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail_error(exc, c) from exc
     target = out_file or Path(f"{number}.png")
     try:
         fmt = format_for_path(target)
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail(str(exc), c.settings.locale) from exc
     payload = make_payload(c.code_base, c.keyring, code, number)
     with c.uow_factory() as uow:
         known = uow.accounts.get(code, number) is not None
@@ -188,7 +227,8 @@ def qr_make(
         uow.commit()
     target.write_bytes(render(payload, fmt))
     if not known:
-        err.print(f"[yellow]注意 / note:[/yellow] {code}/{number} is not in the ledger yet")
+        note = translate(c.settings.locale, "cli.not_in_ledger", code=code, account=number)
+        err.print(f"[yellow]{escape(note)}[/yellow]")
     out.print(f"{target}  {payload}")
 
 
@@ -199,7 +239,9 @@ def qr_verify(payload: str) -> None:
     try:
         ref = verify_payload(settings.code_base, settings.keyring(), payload.strip())
     except InvalidCode as exc:
-        raise _fail(f"invalid code: {exc}") from exc
+        lang = settings.locale
+        raise _fail(translate(lang, "cli.code_invalid", reason=exc.localized(lang)), lang
+                    ) from exc
     out.print(f"valid  biller={ref.biller}  account={ref.account}  key={ref.key_id}")
 
 
@@ -208,7 +250,7 @@ def qr_template(out_file: Path) -> None:
     """Write the Excel template for batch generation."""
     from selfpay.adapters.qr.sheets import write_template
 
-    write_template(out_file)
+    write_template(out_file, audience="cli")
     out.print(f"wrote {out_file}")
 
 
@@ -226,7 +268,7 @@ def qr_batch(
     c = _container()
     default = _resolve_biller(c, biller) if biller else None
     if not sheet.exists():
-        raise _fail(f"{sheet}: no such file")
+        raise _refuse(c, "cli.no_file", path=str(sheet))
     with Progress(TextColumn("[bold]二维码 QR"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=False) as bar:
         task = bar.add_task("qr", total=None)
@@ -240,6 +282,7 @@ def qr_batch(
                 batch_dir=c.batch_dir, source=sheet, filename=sheet.name, actor=_actor(),
                 default_biller=default, skip_invalid=skip_invalid,
                 workers=workers or c.settings.batch_workers or None, progress=progress,
+                limits=_sheet_limits(c), audience="cli",
             )
         except BatchRejected as exc:
             bar.stop()
@@ -247,10 +290,16 @@ def qr_batch(
                 err.print(f"[yellow]warning:[/yellow] {w}")
             for e in exc.errors[:200]:
                 err.print(f"  {e.message}")
-            raise _fail(f"{len(exc.errors)} 行有错误，未生成 (nothing generated; fix the rows "
-                        "or use --skip-invalid)") from exc
-        except (DomainError, ValueError, OSError) as exc:
-            raise _fail(f"{sheet}: {exc}") from exc
+            raise _refuse(c, "cli.batch_rejected", n=len(exc.errors)) from exc
+        except UnreadableFile as exc:
+            bar.live.transient = True  # nothing was made: the error line alone
+            bar.stop()
+            raise _bad_file(sheet, exc, c) from exc
+        except DomainError as exc:
+            raise _fail(f"{sheet}: {exc.localized(c.settings.locale)}", c.settings.locale
+                        ) from exc
+        except (ValueError, OSError) as exc:
+            raise _fail(f"{sheet}: {exc}", c.settings.locale) from exc
     for w in outcome.warnings:
         err.print(f"[yellow]warning:[/yellow] {w}")
     for e in outcome.skipped:
@@ -279,15 +328,19 @@ def qr_sheet(
     with c.uow_factory() as uow:
         billers = {b.code: b for b in uow.billers.list()}
     try:
-        rows = read_batch_rows(sheet, filename=sheet.name)
-    except (DomainError, ValueError, OSError) as exc:
-        raise _fail(f"{sheet}: {exc}") from exc
+        rows = read_batch_rows(sheet, filename=sheet.name, limits=_sheet_limits(c))
+    except UnreadableFile as exc:
+        raise _bad_file(sheet, exc, c) from exc
+    except DomainError as exc:
+        raise _fail(f"{sheet}: {exc.localized(c.settings.locale)}", c.settings.locale) from exc
+    except (ValueError, OSError) as exc:
+        raise _fail(f"{sheet}: {exc}", c.settings.locale) from exc
     plan = validate_batch_rows(rows, default_biller=default,
                                known_billers={k for k, b in billers.items() if b.enabled})
     for e in plan.errors[:200]:
         err.print(f"  {e.message}")
     if plan.errors and not skip_invalid:
-        raise _fail(f"{len(plan.errors)} 行有错误 (nothing written; use --skip-invalid)")
+        raise _refuse(c, "cli.sheet_rejected", n=len(plan.errors))
     cards = []
     with c.uow_factory() as uow:
         for code, number in plan.items:
@@ -325,7 +378,7 @@ def users_add(
                               now=_now())
             uow.commit()
     except DomainError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail_error(exc, c) from exc
     out.print(f"added {username} ({role})")
 
 
@@ -384,7 +437,7 @@ def billers_add(
                                          order=order, elderly=elderly, steps=steps,
                                          route=route))
     except DomainError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail_error(exc, c) from exc
     finally:
         c.close()
     out.print(f"added biller {made.code} {made.name} ({made.kind}, route {made.route})")
@@ -404,13 +457,13 @@ def billers_set(
     changes = _biller_fields(name=name, name_en=name_en, kind=kind, icon=icon, order=order,
                              elderly=elderly, steps=steps, route=route)
     if not changes:
-        raise _fail("没有要修改的内容 (nothing to change: give at least one option)")
+        raise _fail(translate(_env_lang(), "cli.nothing_to_change"))
     c = _container()
     try:
         b = billers.update_biller(c.uow_factory(), code, routes=c.settings.route_names,
                                   actor=_actor(), now=_now(), **changes)
     except DomainError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail_error(exc, c) from exc
     finally:
         c.close()
     out.print(f"biller {b.code}: {', '.join(f'{k}={v!r}' for k, v in changes.items())}")
@@ -424,7 +477,7 @@ def _set_enabled(code: str, enabled: bool) -> None:
     try:
         b = use_case(c.uow_factory(), code, actor=_actor(), now=_now())
     except DomainError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail_error(exc, c) from exc
     finally:
         c.close()
     out.print(f"biller {b.code} {'enabled' if b.enabled else 'disabled'}")
@@ -529,14 +582,15 @@ def worker(
     work_orders = c.work_orders if c.work_orders.enabled else None
     try:
         if once:
-            counts = run_once(c.payments, c.notifier, work_orders=work_orders)
+            counts = run_once(c.payments, c.notifier, work_orders=work_orders,
+                              devices=c.devices)
             out.print(" ".join(f"{k}={v}" for k, v in counts.items()))
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         loop = WorkerThread(c.payments, c.notifier, work_orders=work_orders,
-                            interval_s=s.worker_interval_s,
+                            devices=c.devices, interval_s=s.worker_interval_s,
                             reconcile_interval_s=s.reconcile_interval_s)
         # The sandbox plays an outside payment platform; its notification deliveries
         # are background work too (a web tier with SELFPAY_RUN_WORKER=false skips them).
@@ -588,6 +642,9 @@ def demo(
                                  "transport": "embedded", "run_embedded_agent": True}
     if "SELFPAY_PUBLIC_BASE_URL" not in os.environ:
         overrides["public_base_url"] = f"http://127.0.0.1:{port}"
+    if "SELFPAY_SMS_GATEWAY" not in os.environ:
+        # the demo's phone is this terminal: staff see SMS codes masked, as in production
+        overrides["sms_gateway"] = "terminal"
     c = _container(**overrides)
     s: Settings = c.settings
     with c.uow_factory() as uow:
@@ -605,6 +662,9 @@ def demo(
     table.add_row("data folder", str(s.data_dir.resolve()))
     table.add_row("billing", "built-in ledger, through the embedded bridge queue and an "
                   "in-process agent")
+    if s.sms_gateway == "terminal":
+        table.add_row("SMS codes", "短信验证码打印在本终端 (printed here: this terminal is the "
+                      "demo's phone; the console shows them masked)")
     out.print(table)
     with c.uow_factory() as uow:
         first = uow.accounts.search(limit=1).items
@@ -679,7 +739,8 @@ def main() -> None:
     try:
         app()
     except SettingsError as exc:  # any command: one line naming the setting, no traceback
-        err.print(f"[red]设置有误 / bad setting:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]{translate(_env_lang(), 'cli.bad_setting')}[/red]{escape(str(exc))}",
+                  soft_wrap=True)
         sys.exit(2)
 
 

@@ -30,6 +30,28 @@ def _configure(connection: Connection) -> None:
     )
 
 
+def _run(connection: Connection) -> None:
+    """Run the migrations on `connection`. On SQLite, foreign keys are checked once at
+    the end instead of per statement: changing a CHECK constraint there copies the
+    table and drops the old one, which its children reference (SQLite's own procedure
+    for schema changes). The PRAGMA only takes effect outside a transaction, so it goes
+    to the driver's connection before the migration's transaction begins."""
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite and not connection.in_transaction():
+        connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+            "PRAGMA foreign_keys=OFF")
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+        if sqlite:
+            dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if dangling:
+                raise RuntimeError(f"migration left rows without their parent: {dangling[:5]}")
+    if sqlite and not connection.in_transaction():
+        connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+            "PRAGMA foreign_keys=ON")
+
+
 def _url() -> str:
     url = context.get_x_argument(as_dictionary=True).get("url")
     url = url or os.environ.get("SELFPAY_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
@@ -54,16 +76,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        _configure(connection)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run(connection)
         return
     engine = make_engine(_url())
     try:
         with engine.connect() as conn:
-            _configure(conn)
-            with context.begin_transaction():
-                context.run_migrations()
+            _run(conn)
     finally:
         engine.dispose()
 

@@ -2,8 +2,8 @@
 
 Every change runs in one unit of work together with its audit entry (`biller.add`,
 `biller.update`, `biller.disable`, `biller.enable`); input that does not validate raises
-an InvalidInput (InvalidBillerCode, InvalidBiller, BillerExists) whose message is shown
-to the user in Chinese and English, and changes nothing. Billing routes are named by the
+an InvalidInput (InvalidBillerCode, InvalidBiller, BillerExists) that carries a message
+key (shown to each user in their language), and changes nothing. Billing routes are named by the
 caller (Settings.route_names): this layer does not read the configuration.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from selfpay.domain.accounts import BILLER_KINDS, DEFAULT_ROUTE, Biller, normalize_biller
-from selfpay.domain.errors import BillerExists, BillerNotFound, InvalidBiller, InvalidBillerCode
+from selfpay.domain.errors import BillerExists, BillerNotFound, InvalidBiller
 from selfpay.services import audit
 from selfpay.services.ports import DuplicateKey, UnitOfWork
 
@@ -31,11 +31,8 @@ EDITABLE = ("name", "name_en", "kind", "icon", "display_order", "elderly", "step
 
 
 def normalize_code(raw: object) -> str:
-    """A biller code as typed ("elec ") -> "ELEC"; InvalidBillerCode in both languages."""
-    try:
-        return normalize_biller(raw)
-    except InvalidBillerCode as exc:
-        raise InvalidBillerCode(f"业务代码须为 1 个字母加最多 7 个字母或数字 ({exc})") from exc
+    """A biller code as typed ("elec ") -> "ELEC"; InvalidBillerCode otherwise."""
+    return normalize_biller(raw)
 
 
 def parse_steps(text: str) -> tuple[str, ...]:
@@ -48,69 +45,64 @@ def parse_order(text: str) -> int:
     """A display order typed by a user: a whole number 0-9999."""
     raw = text.strip()
     if not raw.isascii() or not raw.isdigit():
-        raise InvalidBiller(f"显示顺序必须是 0 到 {MAX_ORDER} 的整数 (display order must be a "
-                            f"whole number from 0 to {MAX_ORDER}): {text!r}")
+        raise InvalidBiller(key="err.biller.order", max=MAX_ORDER, value=text[:16])
     return _order(int(raw))
 
 
 def _order(value: object) -> int:
     if type(value) is not int or not 0 <= value <= MAX_ORDER:
-        raise InvalidBiller(f"显示顺序必须是 0 到 {MAX_ORDER} 的整数 (display order must be a "
-                            f"whole number from 0 to {MAX_ORDER}): {value!r}")
+        raise InvalidBiller(key="err.biller.order", max=MAX_ORDER, value=repr(value)[:16])
     return value
 
 
 def _name(value: object, *, required: bool, field: str) -> str:
+    """`field` is "name" or "name_en": it picks the message (名称 / 英文名称)."""
     if not isinstance(value, str):
-        raise InvalidBiller(f"{field} must be text: {value!r}")
+        raise InvalidBiller(key=f"err.biller.{field}_text", value=type(value).__name__)
     text = " ".join(value.split())
     if required and not text:
-        raise InvalidBiller("名称不能为空 (the name must not be empty)")
+        raise InvalidBiller(key="err.biller.name_empty")
     if len(text) > MAX_NAME:
-        raise InvalidBiller(f"名称最多 {MAX_NAME} 个字符 ({field} may have at most {MAX_NAME} "
-                            f"characters)")
+        raise InvalidBiller(key=f"err.biller.{field}_long", max=MAX_NAME)
     return text
 
 
 def _steps(value: object) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise InvalidBiller(f"steps must be a list of step names: {value!r}")
+        raise InvalidBiller(key="err.biller.steps_type", value=type(value).__name__)
     steps = tuple(value)
     unknown = [s for s in steps if s not in KIOSK_STEPS]
     if unknown:
-        raise InvalidBiller(f"未知的自助机步骤 (unknown kiosk step {unknown[0]!r}; known: "
-                            f"{', '.join(KIOSK_STEPS)})")
+        raise InvalidBiller(key="err.biller.step_unknown", step=str(unknown[0])[:32],
+                            known=list(KIOSK_STEPS))
     if not steps:
         return ()
     if len(set(steps)) != len(steps):
-        raise InvalidBiller("自助机步骤不能重复 (a kiosk step appears twice)")
+        raise InvalidBiller(key="err.biller.steps_twice")
     if [KIOSK_STEPS.index(s) for s in steps] != sorted(KIOSK_STEPS.index(s) for s in steps):
-        raise InvalidBiller(f"自助机步骤顺序不对 (kiosk steps out of order; they go "
-                            f"{' → '.join(KIOSK_STEPS)})")
+        raise InvalidBiller(key="err.biller.steps_order", order=" → ".join(KIOSK_STEPS))
     if "pay" not in steps:
-        raise InvalidBiller("自助机步骤必须包含 pay (the kiosk steps must include pay)")
+        raise InvalidBiller(key="err.biller.steps_pay")
     if "identify" in steps and "identify_plate" in steps:
-        raise InvalidBiller("identify 与 identify_plate 只能选一个 (choose identify or "
-                            "identify_plate, not both)")
+        raise InvalidBiller(key="err.biller.steps_identify")
     if "confirm_plate" in steps and "identify_plate" not in steps:
-        raise InvalidBiller("confirm_plate 需要先有 identify_plate (confirm_plate needs "
-                            "identify_plate)")
+        raise InvalidBiller(key="err.biller.steps_plate")
     return steps
 
 
 def _checked(biller: Biller, routes: Sequence[str]) -> Biller:
     """The biller with its names tidied; InvalidBiller for anything out of bounds."""
     if biller.kind not in BILLER_KINDS:
-        raise InvalidBiller(f"业务种类无效 (unknown kind {biller.kind!r}; one of "
-                            f"{', '.join(BILLER_KINDS)})")
+        raise InvalidBiller(key="err.biller.kind", value=str(biller.kind)[:32],
+                            known=list(BILLER_KINDS))
     if biller.icon != "" and biller.icon not in ICONS:
-        raise InvalidBiller(f"图标无效 (unknown icon {biller.icon!r}; one of "
-                            f"{', '.join(ICONS)}, or empty for the kind's)")
+        raise InvalidBiller(key="err.biller.icon", value=str(biller.icon)[:32],
+                            known=list(ICONS))
     if not isinstance(biller.elderly, bool):
-        raise InvalidBiller(f"elderly must be true or false: {biller.elderly!r}")
+        raise InvalidBiller(key="err.biller.elderly", value=repr(biller.elderly)[:16])
     if biller.route not in routes:
-        raise InvalidBiller(f"计费路由不存在 (unknown billing route {biller.route!r}; "
-                            f"configured: {', '.join(routes)})")
+        raise InvalidBiller(key="err.biller.route", value=str(biller.route)[:64],
+                            known=list(routes))
     return replace(
         biller,
         name=_name(biller.name, required=True, field="name"),
@@ -154,7 +146,7 @@ def add_biller(
         code=normalize_code(code), name=name, name_en=name_en, kind=kind, icon=icon,
         display_order=display_order, elderly=elderly, steps=tuple(steps), route=route,
     ), routes)
-    exists = BillerExists(f"业务类型 {biller.code} 已存在 (biller {biller.code} already exists)")
+    exists = BillerExists(key="err.biller.exists", code=biller.code)
     with uow:
         if uow.billers.get(biller.code) is not None:
             raise exists
@@ -183,8 +175,8 @@ def update_biller(
     field's old and new value. Nothing is written when nothing changes."""
     unknown = sorted(set(changes) - set(EDITABLE))
     if unknown:
-        raise InvalidBiller(f"不能修改 {', '.join(unknown)} (cannot change {', '.join(unknown)}; "
-                            f"editable: {', '.join(EDITABLE)})")
+        raise InvalidBiller(key="err.biller.not_editable", fields=unknown,
+                            editable=list(EDITABLE))
     if "steps" in changes:
         changes["steps"] = _steps(changes["steps"])
     key = normalize_code(code)
@@ -230,5 +222,5 @@ def _set_enabled(uow: UnitOfWork, code: str, enabled: bool, *, actor: str, ip: s
 def _get(uow: UnitOfWork, code: str) -> Biller:
     biller = uow.billers.get(code)
     if biller is None:
-        raise BillerNotFound(f"业务类型 {code} 不存在 (no biller {code})")
+        raise BillerNotFound(key="err.biller.unknown", code=code)
     return biller

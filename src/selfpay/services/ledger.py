@@ -47,10 +47,7 @@ def allocate(
         by_id = {b.id: b for b in payable}
         missing = [i for i in wanted if i not in by_id]
         if missing:
-            raise BillNotOpen(
-                "账单不存在或已结清 (bill not found or not open): "
-                + ", ".join(str(i) for i in missing)
-            )
+            raise BillNotOpen(key="err.bill.not_open", ids=[str(i) for i in missing])
         payable = [by_id[i] for i in wanted]
     payable.sort(key=lambda b: (b.period, b.id or 0))
     remaining = amount_fen
@@ -77,7 +74,7 @@ def post_payment(uow: UnitOfWork, posting: PaymentPosting, now: dt.datetime) -> 
             return _duplicate(stored, posting, biller, number)
         account = uow.accounts.get(biller, number, for_update=True)
         if account is None:
-            raise AccountNotFound(f"{biller} {number}")
+            raise AccountNotFound(key="err.account.unknown", biller=biller, account=number)
         # A twin may have committed while we waited for the lock.
         stored = uow.payments.get(posting.payment_id)
         if stored is not None:
@@ -127,7 +124,7 @@ def account_summary(uow: UnitOfWork, biller: str, account: str) -> AccountSummar
     with uow:
         found = uow.accounts.get(code, number)
         if found is None:
-            raise AccountNotFound(f"{code} {number}")
+            raise AccountNotFound(key="err.account.unknown", biller=code, account=number)
         bills = uow.bills.open_for(code, number)
     return AccountSummary(
         biller=code,

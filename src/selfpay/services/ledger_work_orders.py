@@ -59,7 +59,7 @@ def submit(uow: UnitOfWork, request: WorkOrderRequest, now: dt.datetime) -> Work
         if stored is not None:
             return _same(stored, biller, account, kind)
         if uow.accounts.get(biller, account) is None:
-            raise AccountNotFound(f"{biller} {account}")
+            raise AccountNotFound(key="err.account.unknown", biller=biller, account=account)
         order = LedgerWorkOrder(
             id=None, ticket_no=request.ticket_no, biller=biller, account=account, kind=kind,
             description=description, contact_phone=request.contact_phone[:32],

@@ -6,6 +6,9 @@ Rules:
 - a new code at most once per `resend_after` (60 s) per phone;
 - only an HMAC of the code (keyed with the site's secret and bound to the phone) is
   stored, so a copy of the table does not give live codes away;
+- the SMS waits in the message outbox with its code masked in the body that staff see
+  ("验证码 ******"); the text with the code is sealed (SecretBox) for the notifier, which
+  opens it only to send it, and the outbox forgets it once the message is sent or failed;
 - the answer to "send me a code" is the same whether or not the phone has accounts:
   who owns which phone number is revealed only to the one who can read its SMS.
 
@@ -29,10 +32,13 @@ from dataclasses import dataclass
 
 from selfpay.domain.accounts import Account
 from selfpay.domain.errors import InvalidInput
-from selfpay.services.ports import Message, SmsCode, UnitOfWork
+from selfpay.services.ports import Message, SecretBox, SmsCode, UnitOfWork
 
 CODE_DIGITS = 6
+CODE_MASK = "*" * CODE_DIGITS
 _PHONE_RE = re.compile(r"^1[3-9]\d{9}$")  # mainland mobile numbers
+# what could be a code in an SMS body: 4 to 8 digits on their own (not a phone number)
+_CODE_LIKE = re.compile(r"(?<!\d)\d{4,8}(?!\d)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,12 @@ def new_code() -> str:
     return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
+def mask_codes(text: str) -> str:
+    """'验证码 123456，5 分钟' -> '验证码 ******，5 分钟': what staff may see of an SMS
+    body (rows written before codes were sealed held them in clear)."""
+    return _CODE_LIKE.sub(CODE_MASK, text)
+
+
 def hash_code(secret: bytes, phone: str, code: str) -> str:
     return hmac.new(secret, f"sms-code/v1|{phone}|{code}".encode(), hashlib.sha256).hexdigest()
 
@@ -113,11 +125,12 @@ def check_code(row: SmsCode | None, code_hash: str, now: dt.datetime, rules: Sms
 
 
 def issue_code(
-    uow: UnitOfWork, *, phone: str, secret: bytes, now: dt.datetime, text: str,
-    rules: SmsRules = DEFAULT_RULES, code: str | None = None,
+    uow: UnitOfWork, *, phone: str, secret: bytes, box: SecretBox, now: dt.datetime,
+    text: str, rules: SmsRules = DEFAULT_RULES, code: str | None = None,
 ) -> Message:
     """Store a new code for `phone` and queue its SMS in the message outbox (one
-    transaction). `text` holds `{code}` and `{minutes}`. Raises CodeThrottled."""
+    transaction): the body masked, the real text sealed by `box` for the notifier.
+    `text` holds `{code}` and `{minutes}`. Raises CodeThrottled."""
     phone = normalize_phone(phone)
     code = code or new_code()
     with uow:
@@ -131,7 +144,8 @@ def issue_code(
         ))
         minutes = int(rules.ttl.total_seconds() // 60)
         message = Message(id=None, kind="sms_code", to=phone, subject="",
-                          body=text.format(code=code, minutes=minutes), created_at=now)
+                          body=text.format(code=CODE_MASK, minutes=minutes), created_at=now,
+                          sealed=box.seal(text.format(code=code, minutes=minutes), to=phone))
         message.id = uow.messages.add(message)
         uow.commit()
     return message

@@ -17,8 +17,12 @@ Rules this module keeps (DESIGN.md, invariants 2, 3, 4 and 8):
   no longer retried, shown to staff, who may replay it (`replay_posting`). A replay is
   safe even when an earlier attempt did reach the billing system: the payment id is
   the same, so the billing system answers it as a duplicate.
-- `reconcile_pending` asks the channel about orders nobody told us about, and closes the
-  expired ones there and here.
+- `reconcile_pending` asks the channel about orders nobody told us about, closes the
+  expired ones there and here, and keeps asking about orders closed or failed here
+  until the channel confirms it can no longer take money for them.
+- One live order per bill: an order for bills that an earlier open order covers closes
+  that one at the channel first. A payment that still lands on bills another order
+  paid is an overpayment: the order is disputed, never posted, flagged for staff.
 
 Every state change is stamped in the order's history (order_events).
 """
@@ -43,14 +47,17 @@ from selfpay.domain.accounts import (
 )
 from selfpay.domain.errors import BillerDisabled, InvalidInput, NotFound
 from selfpay.domain.ledger_errors import BillNotOpen
+from selfpay.domain.messages import LOG_LANG, translate
 from selfpay.domain.money import format_fen
 from selfpay.domain.orders import (
     MAX_ATTEMPTS,
+    OPEN_STATES,
     ORDER_TTL,
     AlreadyPaid,
     AlreadyPaidElsewhere,
     AmountMismatch,
     AttemptsExhausted,
+    Flag,
     IdempotencyConflict,
     InvalidTransition,
     Order,
@@ -68,6 +75,7 @@ from selfpay.services.ports import (
     ChannelQuery,
     DuplicateKey,
     Message,
+    MessageUndeliverable,
     NotificationRejected,
     Notifier,
     NotifierError,
@@ -78,6 +86,7 @@ from selfpay.services.ports import (
     ReceivedNotification,
     StaleOrder,
     UnitOfWork,
+    takes_payment_code,
 )
 
 log = logging.getLogger(__name__)
@@ -87,6 +96,11 @@ T = TypeVar("T")
 
 MAX_KEY = 255
 QUERY_AFTER = dt.timedelta(minutes=2)  # a pending order nobody told us about is queried
+# paid_at is the channel's clock, created_at ours: an order paid up to this long before
+# another was created (by the channel's clock) may still have covered its bills (see
+# _covering_order). Generous on purpose: an order paid earlier than that cannot hold a
+# bill that a later order could still price.
+CLOCK_MARGIN = dt.timedelta(days=1)
 POSTING_LEASE = dt.timedelta(seconds=60)  # a claimed posting is not retried before this
 POSTING_BACKOFF = dt.timedelta(seconds=2)
 POSTING_BACKOFF_CAP = dt.timedelta(minutes=10)
@@ -99,6 +113,24 @@ BILLER_NAME_TTL_S = 60.0
 
 class OrderNotFound(NotFound):
     pass
+
+
+class JustPaid(AlreadyPaid):
+    """An earlier order for the same bills was paid a moment ago: nothing left to pay."""
+
+
+class PreviousOrderOpen(ChannelError):
+    """An earlier order for the same bills could not be closed at its channel (it did
+    not answer): a second order could pay them twice, so none is made. Try again."""
+
+    def __init__(self, *, key: str, order_no: str) -> None:
+        self.key = key
+        self.params: dict[str, object] = {"order_no": order_no}
+        self.order_no = order_no
+        super().__init__(translate(LOG_LANG, key, order_no=order_no))
+
+    def localized(self, lang: str) -> str:
+        return translate(lang, self.key, **self.params)
 
 
 class PostingNotDead(InvalidInput):
@@ -187,8 +219,7 @@ def _check_offered(uow: UnitOfWork, biller: str) -> None:
     not hold is left to the billing system to answer (it may know billers we do not)."""
     found = uow.billers.get(biller)
     if found is not None and not found.enabled:
-        raise BillerDisabled(f"该业务已停止在此缴费 (biller {biller} is not offered here any "
-                             "more)")
+        raise BillerDisabled(key="err.biller.disabled")
 
 
 class Payments:
@@ -245,24 +276,26 @@ class Payments:
     def create_order(self, cmd: CreateOrder) -> OrderView:
         key = cmd.idempotency_key
         if not 1 <= len(key) <= MAX_KEY or not key.isprintable():
-            raise InvalidInput(f"Idempotency-Key must be 1-{MAX_KEY} printable characters")
+            raise InvalidInput(key="err.api.idempotency_key_format", max=MAX_KEY)
         biller = normalize_biller(cmd.biller)
         account = normalize_account(cmd.account)
         self._channel(cmd.channel)
         bill_ids = tuple(cmd.bill_ids)
         if any(type(b) is not int for b in bill_ids):
-            raise InvalidInput("bill ids must be integers")
+            raise InvalidInput(key="err.order.bill_ids")
         if cmd.email and ("@" not in cmd.email or len(cmd.email) > 254):
-            raise InvalidInput(f"not an e-mail address: {cmd.email!r}")
+            raise InvalidInput(key="err.order.email", value=cmd.email[:60])
         wanted = request_hash(biller, account, cmd.channel, bill_ids)
 
         with self._read_uow() as uow:
             existing = uow.orders.by_idempotency_key(key)
             if existing is None or existing.status is S.CREATED:  # a prepay is to be made
                 _check_offered(uow, biller)
-            covered = uow.orders.paid_bill_ids(biller, account) if existing is None else set()
+            busy = uow.orders.busy_bills(biller, account) if existing is None else []
         if existing is not None:
             return self._replay(existing, wanted, cmd)
+        # bills of paid orders are not offered again while their posting is on the way
+        covered = {b for o in busy if o.status is S.PAID for b in o.bill_ids}
 
         # The billing system may be across a network: no transaction is open here. The
         # price needs its own word now (fresh), never a copy from an outage.
@@ -272,6 +305,13 @@ class Payments:
             if b.id is not None and b.id not in covered and b.outstanding_fen > 0
         ]
         chosen, amount = choose_bills(open_bills, bill_ids)
+        # One live order per bill: an earlier open order for any of these bills is
+        # closed at its channel first, so that its stale cashier cannot pay them again.
+        for rival in busy:
+            if rival.status in OPEN_STATES and set(rival.bill_ids) & set(chosen):
+                mine = self._supersede(rival.order_no, key)
+                if mine is not None:  # the same key's request got there first
+                    return self._replay(mine, wanted, cmd)
         periods = {b.id: b.period for b in summary.open_bills}
         owed = dict(open_bills)
         now = self._clock()
@@ -305,11 +345,45 @@ class Payments:
         return self._prepay(order, mode=cmd.mode, payer_openid=cmd.payer_openid,
                             client_ip=cmd.client_ip, return_url=cmd.return_url, new=True)
 
+    def _supersede(self, order_no: str, key: str) -> Order | None:
+        """Close an open order whose bills a new order is about to take: at the channel,
+        then here. Raises JustPaid when it turns out paid (its payment is taken), and
+        PreviousOrderOpen when the channel cannot say. Returns the order instead when it
+        is this very request's (a twin request with the same key made it meanwhile)."""
+        order = self._get(order_no)
+        if order.idempotency_key == key:
+            return order
+        if order.status in (S.PAID, S.POSTED):
+            raise JustPaid(key="err.order.just_paid", order_no=order_no)
+        if not order.is_open:
+            return None
+        channel = self._channels.get(order.channel)
+        confirmed = order.attempts == 0  # never prepaid: nothing at the channel
+        if not confirmed and channel is not None:
+            try:
+                channel.close(order_no)
+                confirmed = True
+            except ChannelError as exc:
+                try:
+                    state = channel.query(order_no)
+                except ChannelError as again:
+                    raise PreviousOrderOpen(key="err.order.previous_open",
+                                            order_no=order_no) from again
+                if state.state == "paid":
+                    self._take_queried(order_no, state)
+                    raise JustPaid(key="err.order.just_paid", order_no=order_no) from exc
+                if state.state not in ("closed", "unknown"):
+                    raise PreviousOrderOpen(key="err.order.previous_open",
+                                            order_no=order_no) from exc
+                confirmed = True
+        self._close_locally(order_no, "replaced by a new order for the same bills",
+                            confirmed=confirmed)
+        log.info("order %s closed: a new order takes its bills", order_no)
+        return None
+
     def _replay(self, order: Order, wanted: str, cmd: CreateOrder) -> OrderView:
         if order.request_hash != wanted:
-            raise IdempotencyConflict(
-                "this Idempotency-Key was already used for a different request"
-            )
+            raise IdempotencyConflict(key="err.order.key_reused")
         if order.status is S.CREATED and self._clock() < order.expires_at:
             # The first call stored the order but its prepay failed or never answered.
             return self._prepay(order, mode=cmd.mode, payer_openid=cmd.payer_openid,
@@ -321,13 +395,14 @@ class Payments:
         """A new payment attempt on the same order after a failed one."""
         order = self._get(order_no)
         if order.status in (S.PAID, S.POSTED):
-            raise AlreadyPaid(f"{order_no} is already paid: nothing left to pay")
+            raise AlreadyPaid(key="err.order.already_paid", order_no=order_no)
         if order.failed_attempts >= MAX_ATTEMPTS or order.status is S.FAILED:
-            raise AttemptsExhausted(f"{order_no}: {MAX_ATTEMPTS} attempts failed")
-        if order.status is S.CLOSED:
-            raise InvalidTransition(f"{order_no} is closed: start a new order")
+            raise AttemptsExhausted(key="err.order.attempts", order_no=order_no,
+                                    n=MAX_ATTEMPTS)
+        if order.status in (S.CLOSED, S.DISPUTED):
+            raise InvalidTransition(key="err.order.closed", order_no=order_no)
         if self._clock() >= order.expires_at:
-            raise InvalidTransition(f"{order_no} has expired: start a new order")
+            raise InvalidTransition(key="err.order.expired", order_no=order_no)
         if order.status is S.PENDING and order.action and (
             not mode or order.action.get("mode", "") == mode
         ):
@@ -335,6 +410,74 @@ class Payments:
         return self._prepay(order, mode=mode or str(order.action.get("mode", "")),
                             payer_openid=payer_openid, client_ip=client_ip,
                             return_url=return_url)
+
+    def pay_with_code(self, order_no: str, auth_code: str, *, client_ip: str = "") -> OrderView:
+        """Charge the customer's payment code (付款码) read by a terminal's scanner, as a
+        new attempt on the order. The channel answers at once (paid, failed) or asks the
+        customer to confirm on the phone (pending: the reconcile loop and the status
+        poll follow it). The amount is the order's, as always."""
+        code = auth_code.strip()
+        if not (16 <= len(code) <= 24 and code.isascii() and code.isdigit()):
+            raise InvalidInput(key="err.order.payment_code")
+        order = self._get(order_no)
+        channel = self._channel(order.channel)
+        if not takes_payment_code(channel):
+            raise InvalidInput(key="err.order.no_payment_code", channel=order.channel)
+        if order.status in (S.PAID, S.POSTED):
+            raise AlreadyPaid(key="err.order.already_paid", order_no=order_no)
+        if not order.is_open or order.failed_attempts >= MAX_ATTEMPTS:
+            raise InvalidTransition(key="err.order.state", order_no=order_no,
+                                    status=order.status.value)
+        seen = order.attempts
+        if order.status is S.PENDING and order.action:
+            # the QR attempt on screen gives way to the scanned code: one live attempt
+            self._close_attempt(order_no)
+        request = PaymentRequest(
+            order_no=order.order_no, amount_fen=order.amount_fen,
+            description=f"{self._biller_name(order.biller)} {order.account}",
+            notify_url=f"{self._base}/api/v1/notify/{order.channel}",
+            expires_at=order.expires_at, mode="payment_code", client_ip=client_ip,
+            attempt=seen + 1, return_url=f"{self._base}/pay/{order.order_no}")
+
+        def start(uow: UnitOfWork) -> bool:
+            current = uow.orders.get(order_no, for_update=True)
+            assert current is not None
+            if current.attempts != seen or not current.is_open:
+                return False  # a twin scan (or a payment) moved it on meanwhile
+            current.start_attempt({"kind": "payment_code", "mode": "payment_code"})
+            uow.orders.save(current, now=self._clock())
+            uow.commit()
+            return True
+
+        if not self._in_tx(start):
+            return self.get(order_no)
+        try:
+            state = channel.collect_with_code(request, code)  # type: ignore[attr-defined]
+        except ChannelError as exc:
+            log.warning("payment code for %s at %s: no answer: %s", order_no, order.channel,
+                        exc)
+            self._note(order_no, "attempt", payment_code_error=_clip(str(exc), 500))
+            raise ChannelUnavailable(order_no, f"the payment channel did not answer; the "
+                                               f"order is kept ({order_no})") from exc
+        if state.state == "paid":
+            self._take_queried(order_no, state)
+        elif state.state == "failed":
+            self._query_failed(order_no, state.attempt)
+        return self.get(order_no)
+
+    def _close_attempt(self, order_no: str) -> None:
+        """End the open attempt without counting it as failed (the customer chose to pay
+        another way); its cashier is closed by the next prepay of the same number."""
+
+        def apply(uow: UnitOfWork) -> None:
+            order = uow.orders.get(order_no, for_update=True)
+            if order is not None and order.status is S.PENDING and order.action:
+                order.action = {}
+                _event(order, "attempt", replaced="by a payment code")
+                uow.orders.save(order, now=self._clock())
+                uow.commit()
+
+        self._in_tx(apply)
 
     def get(self, order_no: str) -> OrderView:
         return view(self._get(order_no))
@@ -356,14 +499,14 @@ class Payments:
         with self._read_uow() as uow:
             order = uow.orders.get(order_no)
         if order is None:
-            raise OrderNotFound(f"no order {order_no}")
+            raise OrderNotFound(key="err.order.not_found", order_no=order_no[:32])
         return order
 
     def _channel(self, name: str) -> PaymentChannel:
         channel = self._channels.get(name)
         if channel is None:
             enabled = ", ".join(sorted(self._channels)) or "none"
-            raise UnknownChannel(f"payment channel {name!r} is not enabled ({enabled})")
+            raise UnknownChannel(key="err.order.channel", channel=name[:32], enabled=enabled)
         return channel
 
     def _biller_name(self, code: str, uow: UnitOfWork | None = None) -> str:
@@ -390,7 +533,7 @@ class Payments:
             description=f"{self._biller_name(order.biller)} {order.account}",
             notify_url=f"{self._base}/api/v1/notify/{order.channel}",
             expires_at=order.expires_at, mode=mode, payer_openid=payer_openid,
-            client_ip=client_ip,
+            client_ip=client_ip, attempt=seen_attempts + 1,
             # Back to our own status page, which asks the server; never trust the
             # cashier's word that the payment went through.
             return_url=return_url or f"{self._base}/pay/{order.order_no}",
@@ -418,7 +561,13 @@ class Payments:
             uow.commit()
             return current
 
-        return view(self._in_tx(apply), new=new)
+        current = self._in_tx(apply)
+        if current.status in (S.CLOSED, S.FAILED) and current.attempts == seen_attempts:
+            # Closed while this prepay was on its way: nobody will see its cashier, and
+            # the trade it opened at the channel is closed too (else the reconcile loop
+            # does it: the order stays unsettled).
+            self._settle_at_channel(order.order_no)
+        return view(current, new=new)
 
     def _note(self, order_no: str, kind: str, **detail: Any) -> None:
         def apply(uow: UnitOfWork) -> None:
@@ -471,7 +620,10 @@ class Payments:
         def apply(uow: UnitOfWork) -> NotifyAnswer:
             return self._apply_notification(uow, channel, note, received, body_sha)
 
-        return self._in_tx(apply)
+        answer = self._in_tx(apply)
+        if note.outcome == "failed":
+            self._settle_at_channel(note.order_no)  # if that was its last attempt
+        return answer
 
     def _apply_notification(self, uow: UnitOfWork, channel: PaymentChannel,
                             note: ChannelNotification, received: dt.datetime,
@@ -511,10 +663,13 @@ class Payments:
                 paid_at=note.paid_at or received, now=now, source="notification",
             )
         elif note.outcome == "failed":
-            order.attempt_failed(str(note.raw.get("reason", "")) or "payment failed")
+            order.attempt_failed(str(note.raw.get("reason", "")) or "payment failed",
+                                 attempt=note.attempt)
         elif note.outcome == "closed":
             if order.is_open:
-                order.close("closed by the channel")
+                order.close("closed by the channel", confirmed=True)
+            else:
+                order.confirm_settled("closed by the channel")
         else:
             error = f"unknown outcome {note.outcome!r}"
         record(not error, error)
@@ -526,21 +681,50 @@ class Payments:
                       amount_fen: int, paid_at: dt.datetime, now: dt.datetime,
                       source: str) -> str:
         """mark_paid, and the posting outbox row in the caller's transaction. Returns ''
-        or why the payment was refused (flagged in the history, never posted)."""
+        or why the payment is not posted: then the order is disputed (another amount,
+        or bills another order paid) or flagged (a second transaction), for staff to
+        refund; the channel is answered OK all the same, it must stop re-sending."""
+        if order.status not in (S.PAID, S.POSTED, S.DISPUTED):
+            rival = self._covering_order(uow, order)
+            if rival:
+                order.dispute(Flag.OVERPAYMENT, channel_txn_id=channel_txn_id,
+                              amount_fen=amount_fen, paid_at=paid_at, source=source,
+                              bills_paid_by=rival)
+                log.error("order %s: overpayment (%s): its bills were paid by %s; %d fen "
+                          "to refund (%s)", order.order_no, source, rival, amount_fen,
+                          channel_txn_id)
+                return f"overpayment: the bills were paid by {rival}"
         try:
             changed = order.mark_paid(channel_txn_id=channel_txn_id, amount_fen=amount_fen,
                                       paid_at=paid_at)
-        except (AmountMismatch, AlreadyPaidElsewhere) as exc:
-            flag = "amount_mismatch" if isinstance(exc, AmountMismatch) else "paid_elsewhere"
-            log.error("order %s: %s (%s): %s", order.order_no, flag, source, exc)
-            _event(order, "note", flag=flag, source=source, error=str(exc),
-                   channel_txn_id=channel_txn_id, amount_fen=amount_fen)
+        except AmountMismatch as exc:
+            order.dispute(Flag.AMOUNT_MISMATCH, channel_txn_id=channel_txn_id,
+                          amount_fen=amount_fen, paid_at=paid_at, source=source,
+                          expected_fen=order.amount_fen)
+            log.error("order %s: amount mismatch (%s): %s", order.order_no, source, exc)
+            return str(exc)
+        except AlreadyPaidElsewhere as exc:
+            order.flag_for_staff(Flag.PAID_ELSEWHERE, at=now)
+            log.error("order %s: paid elsewhere (%s): %s", order.order_no, source, exc)
+            _event(order, "note", flag=Flag.PAID_ELSEWHERE.value, source=source,
+                   error=str(exc), channel_txn_id=channel_txn_id, amount_fen=amount_fen)
             return str(exc)
         if changed:
             uow.postings.add(Posting(order.order_no, created_at=now, next_attempt_at=now))
             if order.payer:
                 uow.payers.remember(order.payer, order.biller, order.account, now)
             log.info("order %s paid (%s, %s)", order.order_no, source, channel_txn_id)
+        return ""
+
+    @staticmethod
+    def _covering_order(uow: UnitOfWork, order: Order) -> str:
+        """Another order that paid any of this order's bills since it was made, or ''.
+        (Before it was made, pricing already left out bills that were paid.)"""
+        mine = set(order.bill_ids)
+        for other in uow.orders.paid_since(order.biller, order.account,
+                                           order.created_at - CLOCK_MARGIN):
+            if other.order_no != order.order_no and mine & set(other.bill_ids):
+                return other.order_no
         return ""
 
     # --- posting ------------------------------------------------------------------
@@ -671,9 +855,10 @@ class Payments:
             order = uow.orders.get(order_no, for_update=True)
             posting = uow.postings.get(order_no)
             if order is None or posting is None:
-                raise OrderNotFound(f"no posting for order {order_no}")
+                raise OrderNotFound(key="err.order.not_found", order_no=order_no[:32])
             if posting.status != "dead":
-                raise PostingNotDead(f"the posting of {order_no} is {posting.status}, not dead")
+                raise PostingNotDead(key="err.posting.not_dead", order_no=order_no,
+                                     status=posting.status)
             now = self._clock()
             previous = posting.attempts
             posting.status = "pending"
@@ -728,11 +913,12 @@ class Payments:
     # --- never stuck --------------------------------------------------------------
 
     def reconcile_pending(self, now: dt.datetime | None = None, *, limit: int = 100) -> int:
-        """Query the channel about open orders we heard nothing of, close expired ones.
+        """Query the channel about open orders we heard nothing of, close expired ones,
+        and settle orders closed or failed here that the channel has not confirmed.
         Returns how many orders changed."""
         now = now or self._clock()
         with self._uow_factory() as uow:
-            order_nos = uow.orders.open_older_than(now - self._query_after, limit=limit)
+            order_nos = uow.orders.unsettled_older_than(now - self._query_after, limit=limit)
         changed = 0
         for order_no in order_nos:
             try:
@@ -740,12 +926,15 @@ class Payments:
                     changed += 1
             except ChannelError as exc:
                 log.warning("reconciling %s: the channel did not answer: %s", order_no, exc)
+                self._touch(order_no)  # let the others in the queue have their turn
         return changed
 
     def _reconcile_one(self, order_no: str, now: dt.datetime) -> bool:
         order = self._get(order_no)
-        if not order.is_open:
+        if order.settled:
             return False
+        if not order.is_open:
+            return self._settle_at_channel(order_no)
         expired = now >= order.expires_at
         channel = self._channels.get(order.channel)
         if order.status is S.CREATED or channel is None:
@@ -753,16 +942,19 @@ class Payments:
             if expired:
                 reason = ("expired before a payment was started" if channel is not None
                           else f"expired; channel {order.channel} is not enabled")
-                return self._close_locally(order_no, reason)
+                return self._close_locally(order_no, reason, confirmed=channel is not None)
             self._touch(order_no)  # let the others in the queue have their turn
             return False
         state = channel.query(order_no)
         if state.state == "paid":
             return self._take_queried(order_no, state)
         if state.state == "closed":
-            return self._close_locally(order_no, "closed at the channel")
+            return self._close_locally(order_no, "closed at the channel", confirmed=True)
         if state.state == "failed" and order.action:
-            return self._query_failed(order_no)
+            changed = self._query_failed(order_no, state.attempt)
+            if changed:
+                self._settle_at_channel(order_no)  # if that was its last attempt
+            return changed
         if not expired:
             self._touch(order_no)
             return False
@@ -777,7 +969,54 @@ class Payments:
                 log.warning("could not close %s at %s: %s", order_no, order.channel, exc)
                 self._touch(order_no)
                 return False
-        return self._close_locally(order_no, "expired")
+        return self._close_locally(order_no, "expired", confirmed=True)
+
+    def _settle_at_channel(self, order_no: str) -> bool:
+        """An order closed or failed here: make sure its channel can no longer take money
+        for it (close it there), and take the payment if it already did. Until the
+        channel confirms, the order stays unsettled and the reconcile loop comes back.
+        Errors of the channel are logged, never raised (the loop retries)."""
+        order = self._get(order_no)
+        if order.settled or order.status not in (S.CLOSED, S.FAILED):
+            return False
+        channel = self._channels.get(order.channel)
+        if channel is None:
+            log.warning("order %s: channel %s is not enabled; cannot confirm it is closed "
+                        "there", order_no, order.channel)
+            self._touch(order_no)
+            return False
+        try:
+            state = channel.query(order_no)
+            if state.state not in ("paid", "closed", "unknown"):
+                try:
+                    channel.close(order_no)
+                    state = ChannelQuery(state="closed")
+                except ChannelError:
+                    state = channel.query(order_no)  # perhaps paid meanwhile
+        except ChannelError as exc:
+            log.warning("order %s: its channel did not answer; trying later: %s", order_no,
+                        exc)
+            self._touch(order_no)
+            return False
+        if state.state == "paid":
+            return self._take_queried(order_no, state)
+        if state.state in ("closed", "unknown"):
+            return self._confirm_settled(order_no, f"{state.state} at the channel")
+        self._touch(order_no)
+        return False
+
+    def _confirm_settled(self, order_no: str, how: str) -> bool:
+        def apply(uow: UnitOfWork) -> bool:
+            order = uow.orders.get(order_no, for_update=True)
+            if order is None or order.settled:
+                return False
+            order.confirm_settled(how)
+            uow.orders.save(order, now=self._clock())
+            uow.commit()
+            log.info("order %s %s: %s", order_no, order.status, how)
+            return True
+
+        return self._in_tx(apply)
 
     def _take_queried(self, order_no: str, state: ChannelQuery) -> bool:
         def apply(uow: UnitOfWork) -> bool:
@@ -797,25 +1036,26 @@ class Payments:
 
         return self._in_tx(apply)
 
-    def _query_failed(self, order_no: str) -> bool:
+    def _query_failed(self, order_no: str, attempt: int | None) -> bool:
         def apply(uow: UnitOfWork) -> bool:
             order = uow.orders.get(order_no, for_update=True)
             if order is None or order.status is not S.PENDING or not order.action:
                 return False
-            _event(order, "query", state="failed")
-            order.attempt_failed("the channel reports the attempt failed")
+            _event(order, "query", state="failed", attempt=attempt)
+            counted = order.attempt_failed("the channel reports the attempt failed",
+                                           attempt=attempt)
             uow.orders.save(order, now=self._clock())
             uow.commit()
-            return True
+            return counted
 
         return self._in_tx(apply)
 
-    def _close_locally(self, order_no: str, reason: str) -> bool:
+    def _close_locally(self, order_no: str, reason: str, *, confirmed: bool) -> bool:
         def apply(uow: UnitOfWork) -> bool:
             order = uow.orders.get(order_no, for_update=True)
             if order is None or not order.is_open:
                 return False  # paid (or closed) meanwhile
-            order.close(reason)
+            order.close(reason, confirmed=confirmed)
             uow.orders.save(order, now=self._clock())
             uow.commit()
             log.info("order %s closed: %s", order_no, reason)
@@ -830,7 +1070,7 @@ class Payments:
 
         def apply(uow: UnitOfWork) -> None:
             order = uow.orders.get(order_no, for_update=True)
-            if order is not None and order.is_open:
+            if order is not None and not order.settled:
                 uow.orders.save(order, now=self._clock())
                 uow.commit()
 
@@ -858,7 +1098,8 @@ class Payments:
             except NotifierError as exc:
                 message.attempts += 1
                 message.error = _clip(f"attempt {message.attempts}: {exc}")
-                if message.attempts >= MESSAGE_MAX_ATTEMPTS:
+                if message.attempts >= MESSAGE_MAX_ATTEMPTS or isinstance(
+                        exc, MessageUndeliverable):
                     message.status = "failed"
                     log.error("message %s to %r failed for good: %s", message.id,
                               message.to, exc)

@@ -22,7 +22,8 @@ from selfpay.domain.accounts import (
     PaymentPosting,
     PostingResult,
 )
-from selfpay.domain.orders import Order
+from selfpay.domain.devices import Alarm, Device, MaintenanceTask
+from selfpay.domain.orders import Order, OrderStatus
 from selfpay.domain.work_orders import WorkOrderKind, WorkOrderStatus
 
 
@@ -315,6 +316,44 @@ class DuplicatePayment(Exception):
     """Raised by LedgerPaymentRepository.add when the payment id is already stored."""
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceCredentials:
+    """A kiosk's secret (sealed; '' before enrolment) and its pending enrolment code
+    (an HMAC of it, and when it stops working)."""
+
+    secret_sealed: str = ""
+    enrol_code_hash: str = ""
+    enrol_expires_at: dt.datetime | None = None
+
+
+class DeviceRepository(Protocol):
+    def add(self, device: Device) -> None:
+        """Raises DuplicateKey when the device id exists."""
+        ...
+    def get(self, device_id: str, *, for_update: bool = False) -> Device | None: ...
+    def save(self, device: Device) -> None: ...
+    def all(self) -> list[Device]: ...
+    def credentials(self, device_id: str) -> DeviceCredentials | None: ...
+    def set_credentials(self, device_id: str, creds: DeviceCredentials) -> None: ...
+    def silent_since(self, before: dt.datetime) -> list[Device]: ...
+
+
+class AlarmRepository(Protocol):
+    def add(self, alarm: Alarm) -> int: ...
+    def get(self, alarm_id: int, *, for_update: bool = False) -> Alarm | None: ...
+    def save(self, alarm: Alarm) -> None: ...
+    def open(self, device_id: str = "", *, limit: int = 200) -> list[Alarm]: ...
+    def recent(self, device_id: str, *, limit: int = 20) -> list[Alarm]: ...
+
+
+class MaintenanceRepository(Protocol):
+    def add(self, task: MaintenanceTask) -> int: ...
+    def get(self, task_id: int, *, for_update: bool = False) -> MaintenanceTask | None: ...
+    def save(self, task: MaintenanceTask) -> None: ...
+    def for_device(self, device_id: str) -> list[MaintenanceTask]: ...
+    def all(self) -> list[MaintenanceTask]: ...
+
+
 class UnitOfWork(Protocol):
     billers: BillerRepository
     accounts: AccountRepository
@@ -335,6 +374,9 @@ class UnitOfWork(Protocol):
     work_orders: WorkOrderRepository
     ledger_work_orders: LedgerWorkOrderRepository
     rate_limits: RateLimitRepository
+    devices: DeviceRepository
+    alarms: AlarmRepository
+    maintenance: MaintenanceRepository
 
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -364,6 +406,7 @@ class PaymentRequest:
     payer_openid: str = ""
     client_ip: str = ""
     return_url: str = ""
+    attempt: int = 0  # our attempt number; a channel that can echo it back does so
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +421,9 @@ class ChannelNotification:
     paid_at: dt.datetime | None
     merchant_id: str
     raw: dict[str, Any] = field(default_factory=dict)  # decrypted resource, for history
+    # the attempt this report belongs to, when the channel echoes it (None: it cannot
+    # tell, so the report is taken as the current attempt's)
+    attempt: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +434,7 @@ class ChannelQuery:
     amount_fen: int = 0
     channel_txn_id: str = ""
     paid_at: dt.datetime | None = None
+    attempt: int | None = None  # as in ChannelNotification
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +474,24 @@ class PaymentChannel(Protocol):
         ...
 
 
+class CodePayChannel(PaymentChannel, Protocol):
+    """A channel that can also take the customer's payment code (付款码, a barcode on the
+    customer's phone read by the terminal's scanner: WeChat micropay, Alipay
+    face-to-face). A channel says it can by having this method; the kiosk offers the
+    scanner only then."""
+
+    def collect_with_code(self, request: PaymentRequest, auth_code: str) -> ChannelQuery:
+        """Charge the payment code for `request`. Returns the channel's word at once:
+        paid, pending (the customer must confirm on the phone: query it) or failed.
+        Raises ChannelError when the channel did not answer (query before trying again:
+        the order number is the idempotency key)."""
+        ...
+
+
+def takes_payment_code(channel: PaymentChannel) -> bool:
+    return callable(getattr(channel, "collect_with_code", None))
+
+
 @dataclass(slots=True)
 class Message:
     """An SMS, e-mail or receipt to deliver through the Notifier."""
@@ -444,6 +509,10 @@ class Message:
     attempts: int = 0  # failed deliveries so far
     next_attempt_at: dt.datetime | None = None  # None: as soon as possible
     claim: int = 0  # fencing token of the worker that holds it (see PostingOutbox)
+    # The text to deliver when `body` (what staff see) is masked, as a SecretBox token:
+    # an SMS code travels only here. Opened by the notifier when it sends; the outbox
+    # keeps it only while the message is queued.
+    sealed: str = ""
 
 
 class Notifier(Protocol):
@@ -454,7 +523,39 @@ class Notifier(Protocol):
 
 
 class NotifierError(Exception):
-    pass
+    """Delivery failed and may be retried (the worker keeps the message queued).
+
+    NotifierError
+     └── MessageUndeliverable   will never go through as it stands (the gateway says
+                                the number is invalid; the sealed text cannot be opened)
+    """
+
+
+class MessageUndeliverable(NotifierError):
+    """Retrying cannot help. The notifier marks the message failed before raising, so the
+    worker, which keeps the message's status, does not queue it again."""
+
+
+class SecretBox(Protocol):
+    """Authenticated encryption of a short text bound to its recipient: what an outbox row
+    carries instead of a secret in clear (an SMS code)."""
+
+    def seal(self, text: str, *, to: str) -> str: ...
+    def open(self, token: str, *, to: str) -> str:
+        """The text; raises SealBroken for a token not sealed by this box for `to`."""
+        ...
+
+
+class SealBroken(Exception):
+    """A sealed token was altered, sealed for another recipient, or under another key."""
+
+
+class SmsGateway(Protocol):
+    """Sends one SMS. `ref` is the same on every try of one message, so that a gateway
+    can drop a repeat (a worker that died after the gateway took it). Raises NotifierError
+    to be retried, MessageUndeliverable when the gateway refuses the number for good."""
+
+    def send(self, phone: str, text: str, *, ref: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -519,6 +620,15 @@ class RecentPayment:
     paid_at: dt.datetime
 
 
+@dataclass(frozen=True, slots=True)
+class BusyOrder:
+    """An order that holds bills of an account: open (being paid) or paid."""
+
+    order_no: str
+    status: OrderStatus
+    bill_ids: tuple[int, ...]
+
+
 class OrderRepository(Protocol):
     def add(self, order: Order) -> None:
         """Raises DuplicateKey when the idempotency key (or order number) exists."""
@@ -530,8 +640,18 @@ class OrderRepository(Protocol):
         raises StaleOrder when someone else updated it since it was read."""
         ...
     def history(self, order_no: str) -> list[OrderHistoryEntry]: ...
-    def open_older_than(self, before: dt.datetime, *, limit: int = 100) -> list[str]:
-        """Order numbers of created/pending orders last touched before `before`."""
+    def unsettled_older_than(self, before: dt.datetime, *, limit: int = 100) -> list[str]:
+        """Order numbers of unsettled orders (open, or closed/failed here and not yet
+        confirmed by the channel) last touched before `before`, oldest first."""
+        ...
+    def busy_bills(self, biller: str, account: str) -> list[BusyOrder]:
+        """The account's open and paid (not yet posted) orders (one indexed query)."""
+        ...
+    def paid_since(self, biller: str, account: str, since: dt.datetime) -> list[BusyOrder]:
+        """The account's paid or posted orders paid at or after `since`."""
+        ...
+    def flagged_since(self, since: dt.datetime, *, limit: int = 10) -> Page[Order]:
+        """Orders flagged for staff since `since`, newest first, and how many."""
         ...
     def search(self, *, query: str = "", status: str = "", biller: str = "",
                channel: str = "", limit: int = 50, offset: int = 0) -> Page[Order]: ...

@@ -45,9 +45,9 @@ def set_limit(uow: UnitOfWork, *, group: str, per_minute: int, default: int, act
     """Store a group's limit and audit it (`rate_limit.set`) in one transaction;
     returns (old, new). InvalidInput for an unknown group or a number out of range."""
     if group not in GROUPS:
-        raise InvalidInput(f"unknown route group {group!r} (one of {', '.join(GROUPS)})")
+        raise InvalidInput(key="err.rate_limit.group", group=group[:32], known=list(GROUPS))
     if not 0 <= per_minute <= MAX_PER_MINUTE:
-        raise InvalidInput(f"the limit must be between 0 and {MAX_PER_MINUTE}")
+        raise InvalidInput(key="err.rate_limit.range", max=MAX_PER_MINUTE)
     with uow:
         current = uow.rate_limits.all().get(group)
         old = current.per_minute if current else default

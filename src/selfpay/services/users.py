@@ -19,10 +19,7 @@ _dummy_hashes: dict[type, str] = {}
 def normalize_username(username: str) -> str:
     name = username.strip().lower()
     if not USERNAME_RE.match(name):
-        raise InvalidUsername(
-            "用户名只能包含字母、数字和 . _ @ -，最多 64 个字符 "
-            "(username: letters, digits and . _ @ -, up to 64 characters)"
-        )
+        raise InvalidUsername(key="err.user.name")
     return name
 
 
@@ -37,12 +34,12 @@ def create_user(
 ) -> User:
     name = normalize_username(username)
     if role not in ROLES:
-        raise UnknownRole(f"角色无效 (unknown role {role!r}; use one of {', '.join(ROLES)})")
+        raise UnknownRole(key="err.user.role", value=str(role)[:32], known=list(ROLES))
     _check_password(password)
     password_hash = hasher.hash(password)
     with uow:
         if uow.users.get(name) is not None:
-            raise UsernameTaken(f"用户名已存在 (username {name!r} is taken)")
+            raise UsernameTaken(key="err.user.taken", name=name)
         user = User(id=None, username=name, password_hash=password_hash, role=role,
                     active=True, created_at=now)
         user.id = uow.users.add(user)
@@ -101,10 +98,7 @@ def authenticate(
 
 def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD or len(password) > MAX_PASSWORD:
-        raise WeakPassword(
-            f"密码至少 {MIN_PASSWORD} 个字符 (password must have {MIN_PASSWORD} to "
-            f"{MAX_PASSWORD} characters)"
-        )
+        raise WeakPassword(key="err.user.password", min=MIN_PASSWORD, max=MAX_PASSWORD)
 
 
 def _dummy_hash(hasher: PasswordHasher) -> str:

@@ -117,7 +117,7 @@ class WorkOrders:
             )
             with self._uow_factory() as uow:
                 if uow.work_orders.count_since(biller, account, now - DAY) >= self._per_day:
-                    raise TooManyWorkOrders("too many work orders for this account today")
+                    raise TooManyWorkOrders(key="wo.too_many_today")
                 try:
                     uow.work_orders.add(order)
                 except DuplicateKey:  # pragma: no cover - a ticket number drawn twice

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from selfpay.services.devices import Devices
 from selfpay.services.payments import Payments
 from selfpay.services.ports import Notifier
 from selfpay.services.work_orders import WorkOrders
@@ -17,10 +18,17 @@ log = logging.getLogger(__name__)
 
 def run_once(payments: Payments, notifier: Notifier, *,
              work_orders: WorkOrders | None = None, reconcile: bool = True,
-             limit: int = 20) -> dict[str, int]:
-    """One round; returns how many postings, reconciled orders, messages and work orders
-    it handled. A failing step is logged and does not keep the others from running."""
-    counts = {"posted": 0, "reconciled": 0, "messages": 0, "submitted": 0, "updated": 0}
+             limit: int = 20, devices: Devices | None = None) -> dict[str, int]:
+    """One round; returns how many postings, reconciled orders, messages, work orders
+    and offline kiosks it handled. A failing step is logged and does not keep the others
+    from running. Kiosks are swept for silence with the reconcile rounds."""
+    counts = {"posted": 0, "reconciled": 0, "messages": 0, "submitted": 0, "updated": 0,
+              "offline": 0}
+    if reconcile and devices is not None:
+        try:
+            counts["offline"] = len(devices.sweep())
+        except Exception:  # noqa: BLE001
+            log.exception("device sweep failed")
     try:
         counts["posted"] = payments.dispatch_postings(limit=limit)
     except Exception:  # noqa: BLE001 - isolated: the next round tries again

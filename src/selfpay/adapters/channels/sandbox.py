@@ -89,6 +89,7 @@ class SandboxTrade:
     txn_id: str
     created_at: dt.datetime
     paid_at: dt.datetime | None
+    attempt: int = 0  # the merchant's attempt number of the live prepay, echoed back
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,7 @@ class SandboxChannel:
             raise ChannelError(f"amount must be a positive number of fen: {request.amount_fen}")
         values = {"amount_fen": request.amount_fen, "description": request.description[:128],
                   "notify_url": request.notify_url, "return_url": request.return_url,
-                  "state": "NOTPAY"}
+                  "state": "NOTPAY", "attempt": request.attempt}
         try:
             with self._engine.begin() as conn:
                 row = conn.execute(select(trades_t).where(
@@ -233,6 +234,7 @@ class SandboxChannel:
             order_no = data["order_no"]
             notification_id = data["id"]
             paid_at = dt.datetime.fromisoformat(data["paid_at"]) if data.get("paid_at") else None
+            attempt = int(data["attempt"]) if data.get("attempt") else None
         except (ValueError, KeyError, TypeError) as exc:
             raise NotificationRejected(f"malformed notification: {type(exc).__name__}") from exc
         if data.get("merchant_id") != SANDBOX_MERCHANT_ID:
@@ -243,7 +245,7 @@ class SandboxChannel:
         return ChannelNotification(
             notification_id=notification_id, order_no=order_no, outcome=outcome,
             amount_fen=amount, channel_txn_id=str(data.get("txn_id") or ""), paid_at=paid_at,
-            merchant_id=SANDBOX_MERCHANT_ID, raw=data,
+            merchant_id=SANDBOX_MERCHANT_ID, raw=data, attempt=attempt,
         )
 
     def answer(self, ok: bool, message: str = "") -> NotifyAnswer:
@@ -261,7 +263,8 @@ class SandboxChannel:
         return ChannelQuery(state=QUERY_STATES[trade.state],
                             amount_fen=trade.amount_fen if paid else 0,
                             channel_txn_id=trade.txn_id if paid else "",
-                            paid_at=trade.paid_at if paid else None)
+                            paid_at=trade.paid_at if paid else None,
+                            attempt=trade.attempt or None)
 
     def close(self, order_no: str) -> None:
         try:
@@ -276,6 +279,23 @@ class SandboxChannel:
                              .values(state="CLOSED"))
         except SQLAlchemyError as exc:
             raise ChannelError(f"sandbox unavailable: {type(exc).__name__}") from exc
+
+    def collect_with_code(self, request: PaymentRequest, auth_code: str) -> ChannelQuery:
+        """The sandbox's payment code (付款码): 18 digits beginning with 13 (a test code
+        no real wallet issues). Its last four digits script the outcome, as a real
+        wallet's balance or password prompt would: 0000 fails (insufficient funds),
+        9999 waits for the customer to confirm on the phone (pending; pay it on the
+        sandbox page or by script), anything else is paid at once. A paid code also
+        schedules the notification, as real channels send one after micropay too."""
+        code = auth_code.strip()
+        if not (len(code) == 18 and code.isascii() and code.isdigit() and
+                code.startswith("13")):
+            return ChannelQuery(state="failed")  # AUTH_CODE_INVALID: declined, no trade
+        self.create_payment(request)
+        if code.endswith("9999"):
+            return self.query(request.order_no)
+        self.pay(request.order_no, "fail" if code.endswith("0000") else "success")
+        return self.query(request.order_no)
 
     # --- the cashier's side ------------------------------------------------------
 
@@ -459,12 +479,14 @@ def _trade(row: Row[Any]) -> SandboxTrade:
         notify_url=row.notify_url, return_url=row.return_url, state=row.state,
         txn_id=row.txn_id, created_at=_aware(row.created_at),
         paid_at=_aware(row.paid_at) if row.paid_at is not None else None,
+        attempt=int(row.attempt or 0),
     )
 
 
 def _replace_paid(trade: SandboxTrade, txn_id: str, paid_at: dt.datetime) -> SandboxTrade:
     return SandboxTrade(trade.order_no, trade.amount_fen, trade.description, trade.notify_url,
-                        trade.return_url, "SUCCESS", txn_id, trade.created_at, paid_at)
+                        trade.return_url, "SUCCESS", txn_id, trade.created_at, paid_at,
+                        trade.attempt)
 
 
 def _notification_body(trade: SandboxTrade, outcome: str, notification_id: str,
@@ -480,4 +502,5 @@ def _notification_body(trade: SandboxTrade, outcome: str, notification_id: str,
         "amount_fen": trade.amount_fen,
         "txn_id": trade.txn_id if paid else "",
         "paid_at": trade.paid_at.isoformat() if paid and trade.paid_at else None,
+        "attempt": trade.attempt,
     }, ensure_ascii=False, separators=(",", ":"))

@@ -78,7 +78,9 @@ def sandbox_router(channel: SandboxChannel, *, run_worker: bool = True) -> APIRo
         try:
             channel.pay(order_no, outcome)
         except SandboxConflict:
-            pass  # the page shows the trade's state, which says why
+            # closed (the merchant replaced or ended the order) or paid already: nothing
+            # is taken; the cashier page shows the trade's state, which says why
+            return RedirectResponse(f"/sandbox/pay/{order_no}", status_code=303)
         if outcome == "success" and trade.return_url:
             return RedirectResponse(trade.return_url, status_code=303)
         return RedirectResponse(f"/sandbox/pay/{order_no}", status_code=303)

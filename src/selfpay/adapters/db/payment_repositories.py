@@ -43,6 +43,7 @@ from selfpay.adapters.db.repositories import (
 )
 from selfpay.domain.orders import OPEN_STATES, Order, OrderLine, OrderStatus
 from selfpay.services.ports import (
+    BusyOrder,
     DuplicateKey,
     Message,
     OrderHistoryEntry,
@@ -83,6 +84,9 @@ def _order(row: Row[Any]) -> Order:
         version=row.version,
         lines=tuple(OrderLine(int(b), str(p), int(f)) for b, p, f in (row.bill_lines or [])),
         holder=row.holder,
+        settled=bool(row.settled),
+        flag=row.flag,
+        flagged_at=_opt(row.flagged_at),
     )
 
 
@@ -98,6 +102,9 @@ def _mutable(order: Order) -> dict[str, Any]:
         "expires_at": _utc(order.expires_at),
         "paid_at": _utc(order.paid_at),
         "posted_at": _utc(order.posted_at),
+        "settled": order.settled,
+        "flag": order.flag,
+        "flagged_at": _utc(order.flagged_at),
     }
 
 
@@ -183,15 +190,42 @@ class SqlAlchemyOrderRepository:
             for r in rows
         ]
 
-    def open_older_than(self, before: dt.datetime, *, limit: int = 100) -> list[str]:
-        o = t.orders.c
+    def unsettled_older_than(self, before: dt.datetime, *, limit: int = 100) -> list[str]:
+        o = t.orders.c  # ix_orders_unsettled (settled, updated_at)
         stmt = (
             select(o.order_no)
-            .where(o.status.in_([s.value for s in OPEN_STATES]), o.updated_at < _utc(before))
+            .where(o.settled.is_(False), o.updated_at < _utc(before))
             .order_by(o.updated_at)
             .limit(limit)
         )
         return list(self._conn.execute(stmt).scalars())
+
+    def busy_bills(self, biller: str, account: str) -> list[BusyOrder]:
+        o = t.orders.c  # ix_orders_account (biller, account)
+        rows = self._conn.execute(
+            select(o.order_no, o.status, o.bill_ids).where(
+                o.biller == biller, o.account == account,
+                o.status.in_([*(s.value for s in OPEN_STATES), OrderStatus.PAID.value]))
+        ).all()
+        return [BusyOrder(r.order_no, OrderStatus(r.status), tuple(int(b) for b in r.bill_ids))
+                for r in rows]
+
+    def paid_since(self, biller: str, account: str, since: dt.datetime) -> list[BusyOrder]:
+        # ix_orders_account_paid (biller, account, paid_at): a narrow range of one account
+        o = t.orders.c
+        rows = self._conn.execute(
+            select(o.order_no, o.status, o.bill_ids).where(
+                o.biller == biller, o.account == account, o.paid_at >= _utc(since),
+                o.status.in_((OrderStatus.PAID.value, OrderStatus.POSTED.value)))
+        ).all()
+        return [BusyOrder(r.order_no, OrderStatus(r.status), tuple(int(b) for b in r.bill_ids))
+                for r in rows]
+
+    def flagged_since(self, since: dt.datetime, *, limit: int = 10) -> Page[Order]:
+        o = t.orders.c  # ix_orders_flagged
+        stmt = select(t.orders).where(o.flagged_at >= _utc(since))
+        rows, total = _page(self._conn, stmt, (o.flagged_at.desc(), o.order_no), limit, 0)
+        return Page([_order(r) for r in rows], total)
 
     def search(self, *, query: str = "", status: str = "", biller: str = "",
                channel: str = "", limit: int = 50, offset: int = 0) -> Page[Order]:
@@ -382,10 +416,13 @@ def _message(row: Row[Any]) -> Message:
                      for name, ctype, data in row.attachments],
         status=row.status, sent_at=_opt(row.sent_at), error=row.error,
         attempts=row.attempts, next_attempt_at=_opt(row.next_attempt_at), claim=row.claim,
+        sealed=row.sealed,
     )
 
 
 def _message_values(message: Message) -> dict[str, Any]:
+    """The row of `message`. Its sealed text is kept only while it is queued: once sent,
+    or failed for good, an SMS code has no business in the table, encrypted or not."""
     return {
         "kind": message.kind, "to": message.to, "subject": message.subject,
         "body": message.body, "created_at": _utc(message.created_at),
@@ -393,6 +430,7 @@ def _message_values(message: Message) -> dict[str, Any]:
                         for name, ctype, data in message.attachments],
         "status": message.status, "sent_at": _utc(message.sent_at), "error": message.error,
         "attempts": message.attempts, "next_attempt_at": _utc(message.next_attempt_at),
+        "sealed": message.sealed if message.status == "queued" else "",
     }
 
 

@@ -240,13 +240,22 @@ orders = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("paid_at", DateTime(timezone=True), nullable=True),
     Column("posted_at", DateTime(timezone=True), nullable=True),
+    # the channel confirmed a terminal state (or there is none to confirm): the
+    # reconcile loop works through the unsettled ones
+    Column("settled", Boolean, nullable=False, server_default="0"),
+    # for staff: late | paid_elsewhere | overpayment | amount_mismatch ('' none)
+    Column("flag", String(24), nullable=False, server_default=""),
+    Column("flagged_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("amount_fen > 0", name="amount_positive"),
     CheckConstraint(
-        "status IN ('created', 'pending', 'paid', 'posted', 'closed', 'failed')",
+        "status IN ('created', 'pending', 'paid', 'posted', 'closed', 'failed', "
+        "'disputed')",
         name="status_known",
     ),
 )
 Index("ix_orders_status_updated", orders.c.status, orders.c.updated_at)
+Index("ix_orders_unsettled", orders.c.settled, orders.c.updated_at)
+Index("ix_orders_flagged", orders.c.flagged_at)
 Index("ix_orders_account", orders.c.biller, orders.c.account)
 # an account's last payments (the code page's history): newest first, straight off the index
 Index("ix_orders_account_paid", orders.c.biller, orders.c.account, orders.c.paid_at)
@@ -327,6 +336,9 @@ messages = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("claim", Integer, nullable=False, server_default="0"),  # fencing token, as postings
+    # the text to send when `body` is masked (an SMS code), sealed (adapters/secretbox.py);
+    # kept only while the message is queued
+    Column("sealed", Text, nullable=False, server_default=""),
 )
 Index("ix_messages_status", messages.c.status, messages.c.id)
 
@@ -412,6 +424,7 @@ sandbox_trades = Table(
     Column("txn_id", String(64), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("paid_at", DateTime(timezone=True), nullable=True),
+    Column("attempt", Integer, nullable=False, server_default="0"),  # echoed in reports
 )
 
 sandbox_deliveries = Table(
@@ -427,3 +440,64 @@ sandbox_deliveries = Table(
     Column("last_status", String(64), nullable=False, server_default=""),
 )
 Index("ix_sandbox_deliveries_due", sandbox_deliveries.c.acked, sandbox_deliveries.c.due_at)
+
+# --- kiosks -----------------------------------------------------------------------------
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("device_id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("site", String(64), nullable=False, server_default=""),
+    Column("location", String(128), nullable=False, server_default=""),
+    Column("billers", JSON, nullable=False),  # codes offered, [] = every enabled biller
+    Column("elderly_default", Boolean, nullable=False, server_default="0"),
+    Column("standby", String(32), nullable=False, server_default=""),
+    Column("state", String(16), nullable=False),
+    # the device's own secret, sealed with a key derived from SELFPAY_SECRET_KEY; ''
+    # until it is enrolled
+    Column("secret_sealed", Text, nullable=False, server_default=""),
+    # the one-time enrolment code: its HMAC and when it stops working
+    Column("enrol_code_hash", String(64), nullable=False, server_default=""),
+    Column("enrol_expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("enrolled_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_seen_at", DateTime(timezone=True), nullable=True),
+    Column("readings", JSON, nullable=False),
+    Column("payment_failures", Integer, nullable=False, server_default="0"),
+    CheckConstraint("state IN ('registered', 'enrolled', 'revoked')", name="state_known"),
+)
+Index("ix_devices_seen", devices.c.state, devices.c.last_seen_at)
+
+device_alarms = Table(
+    "device_alarms",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_id", String(32), ForeignKey("devices.device_id"), nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("detail", String(200), nullable=False, server_default=""),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("cleared_at", DateTime(timezone=True), nullable=True),
+    Column("acked_at", DateTime(timezone=True), nullable=True),
+    Column("acked_by", String(64), nullable=False, server_default=""),
+    Column("note", String(500), nullable=False, server_default=""),
+)
+# open alarms (not acknowledged) of a device, and of the fleet, newest first
+Index("ix_device_alarms_open", device_alarms.c.acked_at, device_alarms.c.device_id,
+      device_alarms.c.kind)
+
+device_tasks = Table(
+    "device_tasks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_id", String(32), ForeignKey("devices.device_id"), nullable=False),
+    Column("title", String(100), nullable=False),
+    Column("period_days", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_done_at", DateTime(timezone=True), nullable=True),
+    Column("last_done_by", String(64), nullable=False, server_default=""),
+    Column("last_note", String(500), nullable=False, server_default=""),
+    CheckConstraint("period_days > 0", name="period_positive"),
+)
+Index("ix_device_tasks_device", device_tasks.c.device_id)

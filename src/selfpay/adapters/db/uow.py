@@ -6,19 +6,23 @@ from typing import Any, Self
 
 from sqlalchemy import Connection, Engine
 
+from selfpay.adapters.db import device_repositories as dev_repos
 from selfpay.adapters.db import payment_repositories as pay_repos
 from selfpay.adapters.db import repositories as repos
 from selfpay.adapters.db import work_order_repositories as wo_repos
 from selfpay.adapters.db.engine import READ_ONLY
 from selfpay.services.ports import (
     AccountRepository,
+    AlarmRepository,
     AuditLog,
     BillerRepository,
     BillRepository,
+    DeviceRepository,
     ImportRunRepository,
     JobRepository,
     LedgerPaymentRepository,
     LedgerWorkOrderRepository,
+    MaintenanceRepository,
     MessageOutbox,
     NotificationLog,
     OrderRepository,
@@ -69,6 +73,9 @@ class SqlAlchemyUnitOfWork:
     work_orders: WorkOrderRepository
     ledger_work_orders: LedgerWorkOrderRepository
     rate_limits: RateLimitRepository
+    devices: DeviceRepository
+    alarms: AlarmRepository
+    maintenance: MaintenanceRepository
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -115,6 +122,9 @@ class SqlAlchemyUnitOfWork:
         self.work_orders = wo_repos.SqlAlchemyWorkOrderRepository(conn)
         self.ledger_work_orders = wo_repos.SqlAlchemyLedgerWorkOrderRepository(conn)
         self.rate_limits = repos.SqlAlchemyRateLimitRepository(conn)
+        self.devices = dev_repos.SqlAlchemyDeviceRepository(conn)
+        self.alarms = dev_repos.SqlAlchemyAlarmRepository(conn)
+        self.maintenance = dev_repos.SqlAlchemyMaintenanceRepository(conn)
         return self
 
     def __exit__(self, *exc: Any) -> None:

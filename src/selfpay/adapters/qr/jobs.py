@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfpay.adapters.qr.batch import build_batch_zip
-from selfpay.adapters.qr.sheets import read_batch_rows, validate_batch_rows
+from selfpay.adapters.qr.sheets import Audience, read_batch_rows, validate_batch_rows
+from selfpay.adapters.sheet_guard import DEFAULT_LIMITS, SheetLimits
 from selfpay.domain.qrcodes import QrKeyring, make_payload
 from selfpay.services import audit
 from selfpay.services.ports import QrBatch, RowError, UnitOfWork
@@ -57,11 +58,16 @@ def run_batch(
     progress: Progress | None = None,
     ip: str = "",
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    limits: SheetLimits = DEFAULT_LIMITS,
+    audience: Audience = "cli",
 ) -> BatchOutcome:
-    rows = read_batch_rows(source, filename=filename)
+    """Raises BatchRejected for bad rows, UnreadableFile (SheetTooLarge) for a file that
+    is no sheet or is past `limits`: then nothing is written."""
+    rows = read_batch_rows(source, filename=filename, limits=limits)
     with uow_factory() as uow:
         known = {b.code for b in uow.billers.list(include_disabled=False)}
-    plan = validate_batch_rows(rows, default_biller=default_biller, known_billers=known)
+    plan = validate_batch_rows(rows, default_biller=default_biller, known_billers=known,
+                               audience=audience)
     if plan.errors and not skip_invalid:
         raise BatchRejected(list(plan.errors), list(plan.warnings))
     if not plan.items:

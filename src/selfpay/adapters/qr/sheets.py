@@ -1,7 +1,10 @@
 """The staff's batch sheet: write the template, read it back, check every row.
 
 Reading uses python-calamine (a 100k-row sheet in ~0.25 s; openpyxl read-only needs
-~3.7 s). Row numbers are the ones Excel shows, so error messages point at real rows.
+~3.7 s), after adapters.sheet_guard has checked the file against the caps on rows,
+columns and unpacked size. Row numbers are the ones Excel shows, so error messages point
+at real rows. Staff reach this through the console or the command line (`audience`):
+the template and the row errors name the default-biller control each of them has.
 """
 
 from __future__ import annotations
@@ -13,14 +16,22 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Literal
 
 import openpyxl
 import python_calamine
 from openpyxl.styles import Alignment, Font, PatternFill
 
+from selfpay.adapters.sheet_guard import (
+    DEFAULT_LIMITS,
+    SheetLimits,
+    calamine_rows,
+    check_workbook,
+    csv_rows,
+)
 from selfpay.domain.accounts import normalize_account, normalize_biller
 from selfpay.domain.errors import InvalidAccountNumber, InvalidBillerCode
+from selfpay.domain.ledger_errors import UnreadableFile
 from selfpay.services import ports
 
 SHEET_NAME = "accounts"
@@ -44,6 +55,13 @@ _HEADER_SCAN_ROWS = 10  # a header may sit below a title row or two
 _XLSX_MAGIC = b"PK\x03\x04"
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0"
 _SHOWN_ROWS = 10  # numeric-cell warning lists at most this many row numbers
+
+Audience = Literal["web", "cli"]  # who fills in the sheet: where its default biller is set
+# where a row without a biller gets its biller from, as each audience knows it
+_DEFAULT_BILLER_FROM: dict[Audience, str] = {
+    "web": "上传页面上选择的“默认业务类型”",
+    "cli": "命令行参数 --biller",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +93,11 @@ class BatchPlan:
 
 # --- template ----------------------------------------------------------------------------
 
+def _instructions(audience: Audience) -> list[str]:
+    return [line.format(default_from=_DEFAULT_BILLER_FROM[audience])
+            for line in _INSTRUCTIONS_ZH]
+
+
 _INSTRUCTIONS_ZH = [
     "批量生成缴费二维码：填写说明",
     "",
@@ -84,7 +107,7 @@ _INSTRUCTIONS_ZH = [
     "3. 用户编号只能包含数字 0-9、大写字母 A-Z 和连字符“-”，长度 1-32 位；"
     "全角数字和首尾空格会自动纠正，小写字母会转为大写。",
     "4. B 列“业务类型”可选，填写收费单位代码（如 ELEC 电费、WATER 水费）。"
-    "留空时使用生成时指定的默认业务类型（命令行参数 --biller）。",
+    "留空时使用{default_from}。",
     "5. 重复的行只生成一个二维码，并给出提示；有错误的行会逐行列出行号和原因。",
     "6. 第 2-4 行是示例，使用前请删除或覆盖。",
     "7. 也可以上传 CSV 文件（UTF-8 或 GBK 编码），列的顺序和表头与本表相同。",
@@ -102,9 +125,11 @@ def _is_english(locale: str) -> bool:
 
 
 def write_template(
-    path_or_buffer: str | os.PathLike[str] | IO[bytes], *, locale: str = "zh-CN"
+    path_or_buffer: str | os.PathLike[str] | IO[bytes], *, locale: str = "zh-CN",
+    audience: Audience = "cli",
 ) -> None:
-    """Write the batch template (.xlsx) staff fill in for `selfpay qr batch`."""
+    """Write the batch template (.xlsx) staff fill in, for the console's batch page
+    (audience "web") or `selfpay qr batch` ("cli")."""
     wb = openpyxl.Workbook()
     ws = wb.active
     assert ws is not None  # a new workbook always has one sheet
@@ -128,7 +153,7 @@ def write_template(
 
     help_ws = wb.create_sheet(HELP_SHEET_NAME)
     help_ws.column_dimensions["A"].width = 110
-    for line in _INSTRUCTIONS_ZH:
+    for line in _instructions(audience):
         help_ws.append([line])
     help_ws["A1"].font = Font(bold=True, size=14)
     for (cell,) in help_ws.iter_rows(min_row=2):
@@ -206,31 +231,40 @@ def _decode_csv(data: bytes) -> str:
             ) from exc
 
 
-def _read_csv(data: bytes) -> list[list[object]]:
-    return [list(r) for r in csv.reader(io.StringIO(_decode_csv(data), newline=""))]
+def _read_csv(data: bytes, limits: SheetLimits, name: str) -> list[list[object]]:
+    try:
+        return csv_rows(_decode_csv(data), limits, sheet=name or "CSV")
+    except csv.Error as exc:  # a field over csv's size limit, a NUL byte, ...
+        raise UnreadableFile(f"CSV 格式错误 (malformed CSV {name}: {exc})") from exc
 
 
-def _read_workbook(source: str | os.PathLike[str] | bytes) -> list[list[object]]:
-    if isinstance(source, bytes):
-        wb = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(source))
-    else:
-        wb = python_calamine.CalamineWorkbook.from_path(os.fspath(source))
-    names = wb.sheet_names
-    if not names:
-        return []
-    sheet = wb.get_sheet_by_name(SHEET_NAME if SHEET_NAME in names else names[0])
-    # skip_empty_area=False keeps leading empty rows/columns so indexes are Excel's.
-    rows: list[list[Any]] = sheet.to_python(skip_empty_area=False)
-    return rows
+def _read_workbook(source: str | os.PathLike[str] | bytes,
+                   limits: SheetLimits) -> list[list[object]]:
+    check_workbook(source if isinstance(source, bytes) else Path(source), limits)
+    try:
+        if isinstance(source, bytes):
+            wb = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(source))
+        else:
+            wb = python_calamine.CalamineWorkbook.from_path(os.fspath(source))
+        with wb:
+            names = wb.sheet_names
+            if not names:
+                return []
+            sheet = wb.get_sheet_by_name(SHEET_NAME if SHEET_NAME in names else names[0])
+            return calamine_rows(sheet, limits)
+    except python_calamine.CalamineError as exc:  # not a workbook after all, damaged, ...
+        raise UnreadableFile(key="err.sheet.damaged", reason=str(exc)) from exc
 
 
 def read_batch_rows(
-    path_or_bytes: str | os.PathLike[str] | bytes, *, filename: str | None = None
+    path_or_bytes: str | os.PathLike[str] | bytes, *, filename: str | None = None,
+    limits: SheetLimits = DEFAULT_LIMITS,
 ) -> list[BatchRow]:
     """Rows of an .xlsx/.xls/.ods or .csv batch sheet, empty rows skipped.
 
     The type comes from the content (a workbook is a zip or an OLE file), so a wrongly
-    named upload still reads; a `.csv` name (of the path or `filename`) forces CSV.
+    named upload still reads; a `.csv` name (of the path or `filename`) forces CSV. A
+    file past `limits` is refused (SheetTooLarge) before it is read.
     """
     if isinstance(path_or_bytes, bytes):
         head = path_or_bytes[:4]
@@ -247,8 +281,8 @@ def read_batch_rows(
         data = (
             path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
         )
-        return _rows_to_batch(_read_csv(data))
-    return _rows_to_batch(_read_workbook(path_or_bytes))
+        return _rows_to_batch(_read_csv(data, limits, Path(name).name))
+    return _rows_to_batch(_read_workbook(path_or_bytes, limits))
 
 
 # --- validation --------------------------------------------------------------------------
@@ -263,12 +297,12 @@ def _account_problem(raw: object, exc: InvalidAccountNumber) -> str:
 
 
 def _biller_for(
-    row: BatchRow, default: str | None, known: set[str] | None
+    row: BatchRow, default: str | None, known: set[str] | None, audience: Audience
 ) -> tuple[str | None, str | None]:
     """(normalized biller, None) or (None, Chinese problem)."""
     if row.biller_raw is None:
         if default is None:
-            return None, "缺少业务类型，且没有指定默认业务类型（--biller）"
+            return None, f"缺少业务类型，且没有指定默认业务类型（{_DEFAULT_BILLER_FROM[audience]}）"
         return default, None
     try:
         biller = normalize_biller(
@@ -291,7 +325,8 @@ def _numeric_warning(rows: list[int]) -> str:
 
 
 def validate_batch_rows(
-    rows: Iterable[BatchRow], default_biller: str | None, known_billers: set[str] | None
+    rows: Iterable[BatchRow], default_biller: str | None, known_billers: set[str] | None,
+    *, audience: Audience = "cli",
 ) -> BatchPlan:
     """Normalize every row; collect row errors, drop duplicates with a warning.
 
@@ -311,7 +346,7 @@ def validate_batch_rows(
             account = normalize_account(row.account_raw)
         except InvalidAccountNumber as exc:
             plan.errors.append(RowError(n, f"第 {n} 行：{_account_problem(row.account_raw, exc)}"))
-        biller, problem = _biller_for(row, default, known_billers)
+        biller, problem = _biller_for(row, default, known_billers, audience)
         if problem is not None:
             plan.errors.append(RowError(n, f"第 {n} 行：{problem}"))
         if account is None or biller is None:

@@ -1,7 +1,9 @@
 """The REST API under /api/v1 (OpenAPI at /docs): accounts, orders, channel notifications.
 
 Routes only translate HTTP to Payments calls and back. Errors are mapped to status codes
-in one place, ApiRoute, which answers JSON `{"detail", "code"}`:
+in one place, ApiRoute, which answers JSON `{"detail", "code", "message"}`: `detail` in
+English for logs and developers, `message` for the person in front of the screen, in the
+request's language (`?lang=`, the `lang` cookie, Settings.locale):
 
     IdempotencyConflict 422 · other InvalidInput 400 · NotFound 404 · BillerDisabled 410 ·
     OrderError (AttemptsExhausted, InvalidTransition, ...) 409 · PermissionDenied 403 ·
@@ -32,11 +34,20 @@ from selfpay.domain.errors import (
     NotFound,
     PermissionDenied,
 )
-from selfpay.domain.orders import IdempotencyConflict, OrderError
+from selfpay.domain.orders import IdempotencyConflict, InvalidTransition, OrderError
 from selfpay.entrypoints.web import pay
 from selfpay.entrypoints.web.deps import ContainerDep, client_ip
-from selfpay.services.payments import ChannelUnavailable, CreateOrder, OrderView, Payments
+from selfpay.entrypoints.web.i18n import DEFAULT_LANG, error_text, request_lang, translate
+from selfpay.services.payments import (
+    ChannelUnavailable,
+    CreateOrder,
+    OrderNotFound,
+    OrderView,
+    Payments,
+    PreviousOrderOpen,
+)
 from selfpay.services.ports import BillingSystemError, ChannelError
+from selfpay.services.receipts import load_receipt
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "2"
@@ -46,10 +57,11 @@ def _code(exc: BaseException) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
 
 
-def problem(exc: BaseException) -> JSONResponse:
+def problem(exc: BaseException, lang: str = DEFAULT_LANG) -> JSONResponse:
     """The one mapping of core errors to HTTP."""
     headers: dict[str, str] = {}
-    body: dict[str, Any] = {"detail": str(exc), "code": _code(exc)}
+    body: dict[str, Any] = {"detail": str(exc), "code": _code(exc),
+                            "message": error_text(exc, lang)}
     if isinstance(exc, IdempotencyConflict):
         status = 422
     elif isinstance(exc, InvalidInput):
@@ -66,10 +78,15 @@ def problem(exc: BaseException) -> JSONResponse:
         status = 503
         headers["Retry-After"] = RETRY_AFTER_S
         body["retryable"] = True
+        body["message"] = translate(lang, "err.channel.unavailable")
         if isinstance(exc, ChannelUnavailable):
+            body["order_no"] = exc.order_no
+        elif isinstance(exc, PreviousOrderOpen):
+            body["message"] = exc.localized(lang)
             body["order_no"] = exc.order_no
         elif not isinstance(exc, ChannelError):
             body["detail"] = "the billing system is unavailable, please try again"
+            body["message"] = translate(lang, "err.billing.unavailable")
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -86,7 +103,7 @@ class ApiRoute(APIRoute):
             except (DomainError, ChannelError, BillingSystemError) as exc:
                 if isinstance(exc, (ChannelError, BillingSystemError)):
                     log.warning("%s %s: %s", request.method, request.url.path, exc)
-                return problem(exc)
+                return problem(exc, request_lang(request))
 
         return handler
 
@@ -102,8 +119,9 @@ PaymentsDep = Annotated[Payments, Depends(get_payments)]
 
 
 class Problem(BaseModel):
-    detail: str
+    detail: str = Field(description="what went wrong, in English (for logs)")
     code: str
+    message: str = Field(description="what to tell the user, in the request's language")
     retryable: bool = False
     order_no: str | None = None
 
@@ -216,7 +234,7 @@ def create_order(
 ) -> OrderOut:
     """Create (or resume) an order: the server computes the amount from the bills."""
     if not idempotency_key:
-        raise InvalidInput("the Idempotency-Key header is required")
+        raise InvalidInput(key="err.api.idempotency_key")
     settings = container.settings
     payer, new_payer = pay.payer_for_order(settings, request)
     view = payments.create_order(CreateOrder(
@@ -246,11 +264,75 @@ def retry_order(order_no: str, request: Request, payments: PaymentsDep,
     return _order_out(view, container.settings.public_base_url)
 
 
+class PaymentCodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    auth_code: str = Field(min_length=1, max_length=64,
+                           description="the payment code (付款码) the scanner read")
+
+
+@router.post("/orders/{order_no}/payment-code", response_model=OrderOut, tags=["orders"],
+             responses={**ERRORS, 409: {"model": Problem,
+                                        "description": "paid, closed or attempts used up"}})
+def pay_with_code(order_no: str, body: PaymentCodeIn, request: Request,
+                  payments: PaymentsDep, container: ContainerDep) -> OrderOut:
+    """Charge the customer's payment code, read by a terminal's scanner, as a new attempt
+    on the order (channels that take payment codes: the sandbox). The answer is the
+    order as the channel left it: paid, still pending (confirm on the phone), or a
+    failed attempt to retry."""
+    view = payments.pay_with_code(order_no, body.auth_code, client_ip=client_ip(request))
+    return _order_out(view, container.settings.public_base_url)
+
+
 @router.get("/orders/{order_no}", response_model=OrderOut, tags=["orders"],
             responses=ERRORS)
 def get_order(order_no: str, payments: PaymentsDep, container: ContainerDep) -> OrderOut:
     """The order's status; once paid, its receipt link."""
     return _order_out(payments.get(order_no), container.settings.public_base_url)
+
+
+class ReceiptLineOut(BaseModel):
+    bill_id: int
+    period: str
+    amount_fen: int | None
+
+
+class ReceiptOut(BaseModel):
+    order_no: str
+    status: str
+    biller: str
+    biller_name: str
+    biller_name_en: str
+    account: str
+    masked_name: str
+    lines: list[ReceiptLineOut]
+    amount_fen: int
+    channel: str
+    channel_txn_id: str
+    paid_at: dt.datetime | None
+    posted_at: dt.datetime | None
+    receipt_url: str
+
+
+@router.get("/orders/{order_no}/receipt", response_model=ReceiptOut, tags=["orders"],
+            responses={**ERRORS, 409: {"model": Problem, "description": "not paid (yet)"}})
+def get_receipt(order_no: str, container: ContainerDep) -> Any:
+    """The receipt of a paid order as data (a kiosk prints it): what the receipt page
+    shows, no more (the holder masked). 404 for an unknown order, 409 before it is paid."""
+    receipt = load_receipt(container.read_uow_factory(), order_no[:32])
+    if receipt is None:
+        raise OrderNotFound(f"no order {order_no[:32]}")
+    if not receipt.is_paid:
+        raise InvalidTransition(f"{receipt.order_no} is {receipt.status}: no receipt yet")
+    return ReceiptOut(
+        order_no=receipt.order_no, status=receipt.status, biller=receipt.biller,
+        biller_name=receipt.biller_name, biller_name_en=receipt.biller_name_en,
+        account=receipt.account, masked_name=receipt.masked_name,
+        lines=[ReceiptLineOut(bill_id=x.bill_id, period=x.period, amount_fen=x.amount_fen)
+               for x in receipt.lines],
+        amount_fen=receipt.amount_fen, channel=receipt.channel,
+        channel_txn_id=receipt.channel_txn_id, paid_at=receipt.paid_at,
+        posted_at=receipt.posted_at,
+        receipt_url=f"{container.settings.public_base_url}/receipt/{receipt.order_no}")
 
 
 @router.post("/notify/{channel}", tags=["channels"], response_class=Response,

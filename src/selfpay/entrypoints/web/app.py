@@ -12,7 +12,13 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,9 +32,15 @@ from selfpay.adapters.worker_thread import WorkerThread
 from selfpay.bootstrap import Container, bootstrap, build_embedded_agent
 from selfpay.config import Settings, load_settings
 from selfpay.domain.errors import InvalidInput, NotFound
-from selfpay.entrypoints.web import admin, api, auth, lookup, public, work_orders
+from selfpay.entrypoints.web import admin, api, auth, device_api, lookup, public, work_orders
 from selfpay.entrypoints.web.deps import Forbidden, LoginRequired, render
-from selfpay.entrypoints.web.i18n import LocaleMiddleware, pick_lang, request_lang, translate
+from selfpay.entrypoints.web.i18n import (
+    LocaleMiddleware,
+    error_text,
+    pick_lang,
+    request_lang,
+    translate,
+)
 from selfpay.entrypoints.web.ratelimit import RequestRateLimitMiddleware, bare_error_page
 from selfpay.entrypoints.web.templating import make_templates
 
@@ -168,6 +180,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             worker = WorkerThread(built.payments, built.notifier,
                                   work_orders=(built.work_orders if built.work_orders.enabled
                                                else None),
+                                  devices=built.devices,
                                   interval_s=settings.worker_interval_s,
                                   reconcile_interval_s=settings.reconcile_interval_s)
             worker.start()
@@ -221,6 +234,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     # Customers' routes first: a request is matched against the routes in this order, and
     # the staff console's many routes need not be tried for every status poll.
     app.include_router(api.router)
+    app.include_router(device_api.router)
     app.include_router(public.router)
     app.include_router(work_orders.router)
     app.include_router(auth.router)
@@ -247,6 +261,13 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     @app.get("/", include_in_schema=False)
     def root() -> Response:
         return RedirectResponse("/admin", status_code=307)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        # Pages link /static/favicon.svg; this answers what browsers ask for anyway (a
+        # PDF receipt, an old bookmark), rather than a 404 in every log.
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     _install_error_pages(app)
     return app
@@ -275,12 +296,13 @@ def _install_error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput) -> Response:
-        return render(request, "error.html", {"status": 400, "message": str(exc)},
+        message = error_text(exc, request_lang(request))
+        return render(request, "error.html", {"status": 400, "message": message},
                       status_code=400)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
-        message = translate(request_lang(request), "error.not_found")
+        message = error_text(exc, request_lang(request))
         return render(request, "error.html", {"status": 404, "message": message},
                       status_code=404)
 

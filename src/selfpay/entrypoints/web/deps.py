@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Depends, Request
 from starlette.responses import HTMLResponse
@@ -165,6 +166,15 @@ def _role_flags(request: Request) -> dict[str, bool]:
         "audit": role in AUDIT,
         "users": role in MANAGE_USERS,
     }
+
+
+def site_today(request: Request) -> dt.date:
+    """Today's date where the site is (Settings.timezone), by the app's clock (tests put
+    their own in app.state.clock)."""
+    clock: Callable[[], dt.datetime] | None = getattr(request.app.state, "clock", None)
+    now = clock() if clock is not None else dt.datetime.now(dt.UTC)
+    zone = ZoneInfo(request.app.state.container.settings.timezone)
+    return now.astimezone(zone).date()
 
 
 def flash(request: Request, message: str, level: str = "info") -> None:

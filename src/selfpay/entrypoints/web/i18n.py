@@ -1,40 +1,33 @@
-"""Page strings in zh-CN (default) and English, from src/selfpay/locales/*.json.
+"""Page strings in zh-CN (default) and English, from src/selfpay/locales/*.json
+(selfpay.domain.messages reads them).
 
 The language of a request comes from `?lang=` (which also sets the `lang` cookie), then
 the cookie, then Settings.locale. Templates call `t('key')`; a key missing from the
 English catalog falls back to Chinese, and a key missing from both shows the key, so a
-forgotten string is visible instead of blank.
+forgotten string is visible instead of blank. Errors of the core are told in the same
+language: error_text().
 """
 
 from __future__ import annotations
-
-import json
-from functools import cache
-from importlib import resources
-from typing import Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-LANGS = ("zh-CN", "en")
-DEFAULT_LANG = "zh-CN"
+from selfpay.domain.errors import DomainError
+from selfpay.domain.messages import DEFAULT_LANG, LANGS, catalog, translate
+
+__all__ = ["DEFAULT_LANG", "LANGS", "LocaleMiddleware", "catalog", "error_text", "pick_lang",
+           "request_lang", "translate"]
+
 COOKIE = "lang"
 COOKIE_MAX_AGE = 365 * 24 * 3600
 
 
-@cache
-def catalog(lang: str) -> dict[str, str]:
-    text = resources.files("selfpay").joinpath("locales", f"{lang}.json").read_text("utf-8")
-    data: dict[str, str] = json.loads(text)
-    return data
-
-
-def translate(lang: str, key: str, **values: Any) -> str:
-    text = catalog(lang).get(key)
-    if text is None:
-        text = catalog(DEFAULT_LANG).get(key, key)
-    return text.format(**values) if values else text
+def error_text(exc: BaseException, lang: str) -> str:
+    """What a reader is told of an error, in `lang`: a domain error's message from the
+    catalog, anything else as it says itself."""
+    return exc.localized(lang) if isinstance(exc, DomainError) else str(exc)
 
 
 def pick_lang(raw: str | None) -> str | None:

@@ -2,8 +2,9 @@
 account's signed page as a printed code would; or by phone number + a 6-digit SMS code
 (rules in services/lookup.py), which lists only that phone's accounts, masked.
 
-The SMS goes through the message outbox and the Notifier; with the default outbox
-notifier staff see it at /admin/messages, which is how the demo "receives" it.
+The SMS goes through the message outbox and the Notifier to the SMS gateway
+(SELFPAY_SMS_GATEWAY); staff see it at /admin/messages with its code masked. The demo's
+gateway is the terminal that runs `selfpay demo`, where the code is printed.
 "Send me a code" answers the same whether or not the phone has accounts.
 """
 
@@ -83,8 +84,11 @@ def _code_form(request: Request, phone: str, *, error: str = "", notice: str = "
 
 
 @router.get("/lookup", name="lookup")
-def lookup_form(request: Request, container: ContainerDep) -> Response:
-    return _form(request, container)
+def lookup_form(request: Request, container: ContainerDep, biller: str = "",
+                account: str = "") -> Response:
+    """The form; `biller` and `account` fill it in again (the "account not found" page
+    links back here with what was looked up, to be corrected)."""
+    return _form(request, container, biller=biller.strip().upper()[:8], account=account[:40])
 
 
 @router.get("/lookup/account", name="lookup_account")
@@ -121,7 +125,7 @@ def send_code(request: Request, container: ContainerDep,
     try:
         sms.issue_code(
             container.uow_factory(), phone=number, secret=_secret(container),
-            now=clock(request), rules=r,
+            box=container.message_box, now=clock(request), rules=r,
             text=translate(lang, "lookup.sms_text"),
         )
     except sms.CodeThrottled as exc:

@@ -110,7 +110,8 @@ _SCRIPT_KEYS = ("pay.chosen", "pay.choose_one", "pay.error_network", "pay.error_
                 "pay.st.waiting", "pay.st.retry", "pay.st.paid", "pay.st.done",
                 "pay.st.failed", "pay.st.closed", "pay.text.waiting", "pay.text.retry",
                 "pay.text.paid", "pay.text.done", "pay.text.failed", "pay.text.closed",
-                "pay.retry_left")
+                "pay.st.disputed", "pay.text.disputed", "pay.error_just_paid",
+                "pay.error_previous_open", "pay.retry_left")
 
 
 def pay_strings(lang: str) -> dict[str, str]:
@@ -223,12 +224,13 @@ def qr_svg(data: str) -> str:
 
 
 def view_state(order: Order) -> str:
-    """waiting | retry | paid | done | failed | closed (static/pay.js mirrors this)."""
+    """waiting | retry | paid | done | failed | closed | disputed (static/pay.js mirrors
+    this)."""
     if order.status is OrderStatus.POSTED:
         return "done"
     if order.status is OrderStatus.PAID:
         return "paid"
-    if order.status in (OrderStatus.FAILED, OrderStatus.CLOSED):
+    if order.status in (OrderStatus.FAILED, OrderStatus.CLOSED, OrderStatus.DISPUTED):
         return order.status.value
     if order.failed_attempts and not order.action:
         return "retry"

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from selfpay.domain.errors import AccountNotFound, InvalidCode
 from selfpay.domain.qrcodes import verify_parts
-from selfpay.entrypoints.web.deps import ContainerDep, render
+from selfpay.entrypoints.web.deps import ContainerDep, render, site_today
 from selfpay.entrypoints.web.i18n import request_lang
 from selfpay.entrypoints.web.lookup import router as lookup_router
 from selfpay.entrypoints.web.pay import (
@@ -71,7 +72,10 @@ def code_page(request: Request, biller: str, account: str, tag: str,
     try:
         summary = container.billing.account_summary(ref.biller, ref.account)
     except AccountNotFound:
-        return _page(request, "public/not_found.html", base, 404)
+        return _page(request, "public/not_found.html", {
+            **base, "zero_example": zero_example(ref.account),
+            "lookup_url": "/lookup?" + urlencode({"biller": ref.biller, "account": ref.account}),
+        }, 404)
     except BillingSystemError:
         log.warning("billing system unavailable for %s/%s", ref.biller, ref.account)
         return _page(request, "public/unavailable.html", base, 503)
@@ -91,14 +95,25 @@ def code_page(request: Request, biller: str, account: str, tag: str,
         "wx_failed": request.query_params.get("wx") == "0",
         "t": pay_strings(request_lang(request)),
     }
+    today = site_today(request)
     return _page(request, "public/account.html", {
         **base, "services": services_of(container, lang, ref.biller, ref.account, tag),
         "tickets": my_tickets(container, request, ref.biller, ref.account),
         "summary": summary, "bills": bills, "in_flight": len(in_flight),
+        # newest first; with nothing owed, its first line is the receipt to show
         "history": container.history.recent(ref.biller, ref.account),
+        "overdue": {b.id for b in bills if b.is_overdue(today)},
         "total_fen": sum(b.outstanding_fen for b in bills),
         "can_pay": bool(bills) and bool(channels), "config": json.dumps(config),
     }, 200)
+
+
+def zero_example(account: str) -> str:
+    """For an all-digit number that is not found: the same number with two leading zeros,
+    to show that zeros count ("12345678" -> "0012345678"); "" for other numbers."""
+    if account.isdigit() and len(account) <= 30:
+        return "00" + account
+    return ""
 
 
 for sub in (pay_router, lookup_router, receipt_router):

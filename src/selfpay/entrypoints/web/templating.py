@@ -1,5 +1,6 @@
 """The Jinja2 environment of the web pages: autoescape on, `t()` for page strings,
-`fen()` for amounts, and the request's language, user and CSRF token in every page."""
+`fen()` for amounts, `audit_action` / `audit_area` / `audit_detail` for audit entries,
+and the request's language, user and CSRF token in every page."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 
 from selfpay.domain.money import format_fen
+from selfpay.entrypoints.web import audit_text
 from selfpay.entrypoints.web.i18n import LANGS, request_lang, translate
+from selfpay.services.ports import AuditEntry
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -23,6 +26,23 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 @jinja2.pass_context
 def _t(ctx: jinja2.runtime.Context, key: str, **values: Any) -> str:
     return translate(ctx.get("lang", "zh-CN"), key, **values)
+
+
+@jinja2.pass_context
+def _audit_action(ctx: jinja2.runtime.Context, action: str) -> str:
+    """{{ e.action | audit_action }}: 'qr.batch.download' -> 下载二维码批次."""
+    return audit_text.action_label(ctx.get("lang", "zh-CN"), action)
+
+
+@jinja2.pass_context
+def _audit_area(ctx: jinja2.runtime.Context, area: str) -> str:
+    return audit_text.area_label(ctx.get("lang", "zh-CN"), area)
+
+
+@jinja2.pass_context
+def _audit_detail(ctx: jinja2.runtime.Context, entry: AuditEntry) -> list[tuple[str, str]]:
+    """{% for label, value in e | audit_detail %}: the detail as readable pairs."""
+    return audit_text.detail_items(ctx.get("lang", "zh-CN"), entry)
 
 
 def _when_in(zone: ZoneInfo) -> Any:
@@ -89,4 +109,7 @@ def make_templates(timezone: str = "Asia/Shanghai") -> Jinja2Templates:
     env.filters["fen"] = format_fen
     env.filters["when"] = _when_in(ZoneInfo(timezone))
     env.filters["size"] = _size
+    env.filters["audit_action"] = _audit_action
+    env.filters["audit_area"] = _audit_area
+    env.filters["audit_detail"] = _audit_detail
     return Jinja2Templates(env=env, context_processors=[_page_context])

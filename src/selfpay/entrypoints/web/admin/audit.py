@@ -1,4 +1,4 @@
-"""The audit log, filtered by actor and action."""
+"""The audit log, filtered by actor and action, in words (audit_text.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from selfpay.entrypoints.web.admin.lists import PAGE_SIZE, pages
+from selfpay.entrypoints.web.audit_text import ACTIONS, AREAS
 from selfpay.entrypoints.web.deps import Auditor, ContainerDep, render
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
-
-ACTIONS = (
-    "user.login", "user.login.failed", "user.login.blocked", "user.logout", "user.create",
-    "qr.make", "qr.template", "qr.batch", "qr.batch.download", "import.accounts",
-    "import.bills",
-)
 
 
 @router.get("/audit", name="audit")
@@ -29,5 +24,5 @@ def audit_log(
                                 offset=(page - 1) * PAGE_SIZE)
     return render(request, "admin/audit.html", {
         "items": result.items, "pager": pages(result.total, page), "actor": actor,
-        "action": action, "actions": ACTIONS,
+        "action": action, "actions": ACTIONS, "areas": AREAS,
     })

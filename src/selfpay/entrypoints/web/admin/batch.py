@@ -1,9 +1,11 @@
 """QR batches from an uploaded sheet: a background job per upload, its progress page,
 and the history of recorded batches with their ZIP downloads.
 
-The job runs in a thread of the process that took the upload; its progress and outcome
-are a database record (services.jobs), so the page's polls may land on any process
-behind the load balancer, and a job whose process died is shown as failed.
+An upload that is no sheet, or one past the caps on its size (adapters.sheet_guard: the
+zip directory and the head of each sheet, a few milliseconds), gets its 400 at once. The
+job runs in a thread of the process that took the upload; its progress and outcome are
+a database record (services.jobs), so the page's polls may land on any process behind
+the load balancer, and a job whose process died is shown as failed.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from selfpay.adapters.qr.jobs import BatchRejected, run_batch
+from selfpay.adapters.sheet_guard import SheetLimits, check_workbook
 from selfpay.bootstrap import Container
 from selfpay.domain.errors import InvalidInput
 from selfpay.entrypoints.web.admin.qr import billers_of
@@ -31,14 +35,25 @@ from selfpay.entrypoints.web.deps import (
     client_ip,
     render,
 )
-from selfpay.entrypoints.web.i18n import request_lang, translate
+from selfpay.entrypoints.web.i18n import error_text, request_lang, translate
 from selfpay.services.jobs import JobReporter, JobStatus
-from selfpay.services.ports import User
+from selfpay.services.ports import Job, RowError, User
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin/qr", include_in_schema=False)
 PAGE_SIZE = 50
 KIND = "qr_batch"
+SHOWN_ROWS = 1000  # row errors a job's record keeps (the count is kept in full)
+
+
+def _summary(job: Job, lang: str) -> str:
+    """What a finished batch made: every code, or the codes and the rows skipped."""
+    skipped = int(job.result.get("skipped_rows", 0))
+    if job.state != "done":
+        return ""
+    if skipped:
+        return translate(lang, "job.done_skipped", count=job.done, skipped=skipped)
+    return translate(lang, "job.done_all", count=job.done)
 
 
 def job_json(status: JobStatus, lang: str) -> dict[str, Any]:
@@ -50,6 +65,8 @@ def job_json(status: JobStatus, lang: str) -> dict[str, Any]:
         "id": job.id, "state": job.state, "done": job.done, "total": job.total,
         "batch_id": batch_id, "errors": result.get("errors", []),
         "warnings": result.get("warnings", []), "skipped": result.get("skipped", []),
+        "skipped_rows": int(result.get("skipped_rows", 0)),
+        "summary": _summary(job, lang),
         "preview": result.get("preview", []), "message": message,
         "filename": job.filename,
         "download_url": f"/admin/qr/batches/{batch_id}/download"
@@ -57,13 +74,17 @@ def job_json(status: JobStatus, lang: str) -> dict[str, Any]:
     }
 
 
-def _visible_job(container: Container, job_id: str, user: User) -> JobStatus:
-    """The job, if this user may see it (its owner, or an admin); else 404."""
+def visible_job(container: Container, job_id: str, user: User, *, kind: str) -> JobStatus:
+    """The job of `kind`, if this user may see it (its owner, or an admin); else 404."""
     status = container.jobs.read(job_id)
-    if (status is None or status.job.kind != KIND
+    if (status is None or status.job.kind != kind
             or (status.job.owner != user.username and user.role != ADMIN)):
         raise HTTPException(404)
     return status
+
+
+def _rows(errors: list[RowError]) -> list[dict[str, Any]]:
+    return [{"row": e.row, "message": e.message} for e in errors[:SHOWN_ROWS]]
 
 
 def _run_job(
@@ -78,13 +99,13 @@ def _run_job(
                 filename=filename, actor=owner, default_biller=default_biller or None,
                 skip_invalid=skip_invalid, workers=container.settings.batch_workers or None,
                 progress=reporter.progress, ip=ip,
+                limits=SheetLimits.from_settings(container.settings), audience="web",
             )
     except BatchRejected as exc:
         _finish(reporter, "failed", message=translate(lang, "batch.rejected"), result={
-            "errors": [{"row": e.row, "message": e.message} for e in exc.errors],
-            "warnings": list(exc.warnings)})
-    except (InvalidInput, ValueError) as exc:  # unreadable sheet, missing column, ...
-        _finish(reporter, "failed", message=str(exc))
+            "errors": _rows(exc.errors), "warnings": list(exc.warnings)})
+    except (InvalidInput, ValueError) as exc:  # unreadable sheet, too large, ...
+        _finish(reporter, "failed", message=error_text(exc, lang))
     except Exception:
         log.exception("QR batch job %s failed", reporter.job_id)
         _finish(reporter, "failed", message=translate(lang, "batch.crashed"))
@@ -92,7 +113,9 @@ def _run_job(
         _finish(reporter, "done", done=outcome.batch.count, total=outcome.batch.count,
                 result={
                     "batch_id": outcome.batch.id, "warnings": list(outcome.warnings),
-                    "skipped": [{"row": e.row, "message": e.message} for e in outcome.skipped],
+                    "skipped": _rows(outcome.skipped),
+                    # a row may have two errors (account and biller): count rows once
+                    "skipped_rows": len({e.row for e in outcome.skipped}),
                     "preview": [{"biller": b, "account": a, "payload": p}
                                 for b, a, p in outcome.preview],
                 })
@@ -123,13 +146,18 @@ async def batch_start(
     lang = request_lang(request)
     filename = Path(file.filename or "").name
     data = await file.read()
-    if not filename or not data:
-        return render(
-            request, "admin/batch.html",
-            {"billers": billers_of(container), "error": translate(lang, "upload.empty")},
-            status_code=400,
-        )
-    job = container.jobs.start(kind=KIND, owner=user.username, filename=filename)
+    error = translate(lang, "upload.empty") if not filename or not data else ""
+    if not error:
+        limits = SheetLimits.from_settings(container.settings)
+        try:  # a few ms, but off the event loop all the same
+            await run_in_threadpool(check_workbook, data, limits, quick=True)
+        except InvalidInput as exc:  # not a sheet, or past the caps: nothing is started
+            error = error_text(exc, lang)
+    if error:
+        return render(request, "admin/batch.html",
+                      {"billers": billers_of(container), "error": error}, status_code=400)
+    job = await run_in_threadpool(container.jobs.start, kind=KIND, owner=user.username,
+                                  filename=filename)
     thread = threading.Thread(
         target=_run_job, name=f"qr-batch-{job.id[:8]}", daemon=True,
         args=(container.jobs.reporter(job.id), container),
@@ -144,7 +172,7 @@ async def batch_start(
 @router.get("/batch/jobs/{job_id}.json", name="batch_job_json")
 def batch_job_json(request: Request, job_id: str, container: ContainerDep,
                    user: Operator) -> Response:
-    status = _visible_job(container, job_id, user)
+    status = visible_job(container, job_id, user, kind=KIND)
     return JSONResponse(job_json(status, request_lang(request)),
                         headers={"Cache-Control": "no-store"})
 
@@ -152,7 +180,7 @@ def batch_job_json(request: Request, job_id: str, container: ContainerDep,
 @router.get("/batch/jobs/{job_id}", name="batch_job")
 def batch_job(request: Request, job_id: str, container: ContainerDep,
               user: Operator) -> Response:
-    status = _visible_job(container, job_id, user)
+    status = visible_job(container, job_id, user, kind=KIND)
     return render(request, "admin/batch_job.html",
                   {"job": job_json(status, request_lang(request))})
 

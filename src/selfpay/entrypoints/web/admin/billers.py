@@ -14,7 +14,7 @@ from selfpay.domain.accounts import BILLER_KINDS, DEFAULT_ROUTE, Biller
 from selfpay.domain.errors import DomainError, InvalidInput
 from selfpay.entrypoints.web.auth import utcnow
 from selfpay.entrypoints.web.deps import Admin, ContainerDep, CsrfChecked, client_ip, flash, render
-from selfpay.entrypoints.web.i18n import request_lang, translate
+from selfpay.entrypoints.web.i18n import error_text, request_lang, translate
 from selfpay.services import billers as service
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -74,7 +74,8 @@ def add_biller(
             container.uow_factory(), code=code, routes=container.settings.route_names,
             actor=user.username, ip=client_ip(request), now=utcnow(), **_fields(values))
     except InvalidInput as exc:
-        return _page(request, container, error=str(exc), form=values, status=400)
+        return _page(request, container, error=error_text(exc, request_lang(request)),
+                     form=values, status=400)
     flash(request, translate(request_lang(request), "billers.added_flash", code=made.code,
                              name=made.name), "success")
     return RedirectResponse("/admin/billers", status_code=303)
@@ -93,7 +94,8 @@ def edit_biller(
             container.uow_factory(), code, routes=container.settings.route_names,
             actor=user.username, ip=client_ip(request), now=utcnow(), **_fields(values))
     except DomainError as exc:
-        return _page(request, container, error=str(exc), error_code=code, form=values,
+        return _page(request, container, error=error_text(exc, request_lang(request)),
+                     error_code=code, form=values,
                      status=404 if not isinstance(exc, InvalidInput) else 400)
     flash(request, translate(request_lang(request), "billers.saved_flash", code=saved.code),
           "success")
@@ -119,7 +121,7 @@ def _set_enabled(request: Request, container: ContainerDep, actor: str, code: st
         b = use_case(container.uow_factory(), code, actor=actor, ip=client_ip(request),
                      now=utcnow())
     except DomainError as exc:
-        return _page(request, container, error=str(exc), status=404)
+        return _page(request, container, error=error_text(exc, request_lang(request)), status=404)
     key = "billers.enabled_flash" if enabled else "billers.disabled_flash"
     flash(request, translate(request_lang(request), key, code=b.code, name=b.name), "success")
     return RedirectResponse("/admin/billers", status_code=303)

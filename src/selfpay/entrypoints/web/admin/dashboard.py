@@ -24,6 +24,11 @@ class BillerBar:
     name: str
     open_bills: int
     due_fen: int
+    name_en: str = ""
+
+    def label(self, lang: str) -> str:
+        """The biller's name in the page's language (English falls back to the code)."""
+        return self.name if lang != "en" else (self.name_en or self.code)
 
 
 def open_bills_by_biller(container: Container) -> list[BillerBar]:
@@ -42,7 +47,7 @@ def open_bills_by_biller(container: Container) -> list[BillerBar]:
     with container.uow_factory() as uow:
         billers = uow.billers.list()
     return [
-        BillerBar(x.code, x.name, *rows.get(x.code, (0, 0)))
+        BillerBar(x.code, x.name, *rows.get(x.code, (0, 0)), name_en=x.name_en)
         for x in billers
     ] + [BillerBar(code, code, *v) for code, v in rows.items() if code not in
          {x.code for x in billers}]

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from selfpay.domain.accounts import BillStatus
 from selfpay.entrypoints.web.admin.qr import billers_of
-from selfpay.entrypoints.web.deps import ContainerDep, Viewer, render
+from selfpay.entrypoints.web.deps import ContainerDep, Viewer, render, site_today
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 PAGE_SIZE = 50
@@ -50,6 +50,6 @@ def bills(
                                   offset=(page - 1) * PAGE_SIZE)
     return render(request, "admin/bills.html", {
         "items": result.items, "pager": pages(result.total, page), "q": q, "biller": biller,
-        "status": status, "statuses": statuses,
+        "status": status, "statuses": statuses, "today": site_today(request),
         "billers": billers_of(container, include_disabled=True),
     })

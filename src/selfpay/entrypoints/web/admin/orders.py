@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from selfpay.adapters.db import tables
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import mask_name
-from selfpay.domain.orders import OrderStatus
+from selfpay.domain.orders import Order, OrderStatus
 from selfpay.domain.qrcodes import make_payload
 from selfpay.entrypoints.web.admin.lists import PAGE_SIZE, pages
 from selfpay.entrypoints.web.admin.qr import billers_of
@@ -24,7 +24,9 @@ from selfpay.services.ports import Message, Posting
 router = APIRouter(prefix="/admin", include_in_schema=False)
 STUCK = "stuck"  # a filter value beside the order states: orders whose posting is stuck
 SUCCESS = frozenset({OrderStatus.PAID.value, OrderStatus.POSTED.value})
-SETTLED = SUCCESS | {OrderStatus.FAILED.value, OrderStatus.CLOSED.value}
+SETTLED = SUCCESS | {OrderStatus.FAILED.value, OrderStatus.CLOSED.value,
+                     OrderStatus.DISPUTED.value}
+FLAG_WINDOW = dt.timedelta(days=7)  # flags shown on the dashboard
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,10 @@ class PaymentHealth:
     pending_postings: int
     dead: list[Posting]
     dead_total: int
+    disputed: list[Order]  # money taken that is not posted: staff refund it
+    disputed_total: int
+    flagged: list[Order]  # flagged in the last FLAG_WINDOW (late, paid twice, ...)
+    flagged_total: int
 
 
 def payment_health(container: Container, now: dt.datetime) -> PaymentHealth:
@@ -56,11 +62,15 @@ def payment_health(container: Container, now: dt.datetime) -> PaymentHealth:
         stuck = uow.postings.list(status=STUCK, limit=10)
         pending = uow.postings.list(status="pending", limit=1).total
         dead = uow.postings.list(status="dead", limit=10)
+        disputed = uow.orders.search(status=OrderStatus.DISPUTED.value, limit=10)
+        flagged = uow.orders.flagged_since(now - FLAG_WINDOW, limit=10)
     return PaymentHealth(
         by_status=by_status, total=sum(by_status.values()),
         success_rate=(ok / settled) if settled else None,
         stuck=stuck.items, stuck_total=stuck.total, pending_postings=pending,
         dead=dead.items, dead_total=dead.total,
+        disputed=disputed.items, disputed_total=disputed.total,
+        flagged=flagged.items, flagged_total=flagged.total,
     )
 
 

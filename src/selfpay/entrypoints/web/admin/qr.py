@@ -13,12 +13,12 @@ from selfpay.adapters.qr.render import render, render_png
 from selfpay.adapters.qr.sheets import write_template
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import Biller, mask_name, normalize_account, normalize_biller
-from selfpay.domain.errors import InvalidAccountNumber, InvalidBillerCode, InvalidInput
+from selfpay.domain.errors import InvalidInput
 from selfpay.domain.qrcodes import make_payload
 from selfpay.entrypoints.web.auth import record_audit
 from selfpay.entrypoints.web.deps import ContainerDep, Operator
 from selfpay.entrypoints.web.deps import render as render_page
-from selfpay.entrypoints.web.i18n import request_lang, translate
+from selfpay.entrypoints.web.i18n import error_text, request_lang
 
 router = APIRouter(prefix="/admin/qr", include_in_schema=False)
 
@@ -32,22 +32,14 @@ def billers_of(container: Container, *, include_disabled: bool = False) -> list[
         return uow.billers.list(include_disabled=include_disabled)
 
 
-def parse_code_input(
-    request: Request, billers: list[Biller], biller_raw: str, account_raw: str
-) -> tuple[str, str]:
-    """Normalized (biller, account); InvalidInput with a message for the user."""
-    lang = request_lang(request)
-    try:
-        biller = normalize_biller(biller_raw)
-    except InvalidBillerCode as exc:
-        raise InvalidInput(translate(lang, "qr.bad_biller", detail=str(exc))) from exc
+def parse_code_input(billers: list[Biller], biller_raw: str, account_raw: str
+                     ) -> tuple[str, str]:
+    """Normalized (biller, account); an InvalidInput that says what is wrong (the pages
+    tell it in the user's language)."""
+    biller = normalize_biller(biller_raw)
     if biller not in {b.code for b in billers}:
-        raise InvalidInput(translate(lang, "qr.unknown_biller", biller=biller))
-    try:
-        account = normalize_account(account_raw)
-    except InvalidAccountNumber as exc:
-        raise InvalidInput(translate(lang, "qr.bad_account", detail=str(exc))) from exc
-    return biller, account
+        raise InvalidInput(key="qr.unknown_biller", biller=biller)
+    return biller, normalize_account(account_raw)
 
 
 @router.get("", name="qr_form")
@@ -63,9 +55,9 @@ def qr_form(
     if not account and "account" not in request.query_params:
         return render_page(request, "admin/qr.html", context)
     try:
-        b, a = parse_code_input(request, billers, biller, account)
+        b, a = parse_code_input(billers, biller, account)
     except InvalidInput as exc:
-        context["error"] = str(exc)
+        context["error"] = error_text(exc, request_lang(request))
         return render_page(request, "admin/qr.html", context, status_code=400)
     with container.uow_factory() as uow:
         known = uow.accounts.get(b, a)
@@ -86,7 +78,7 @@ def qr_preview(
     request: Request, container: ContainerDep, user: Operator, biller: str = "",
     account: str = "",
 ) -> Response:
-    b, a = parse_code_input(request, billers_of(container), biller, account)
+    b, a = parse_code_input(billers_of(container), biller, account)
     png = render_png(make_payload(container.code_base, container.keyring, b, a), scale=6)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
@@ -96,7 +88,7 @@ def qr_download(
     request: Request, container: ContainerDep, user: Operator, biller: str = "",
     account: str = "", format: Literal["png", "svg", "pdf"] = "png",
 ) -> Response:
-    b, a = parse_code_input(request, billers_of(container), biller, account)
+    b, a = parse_code_input(billers_of(container), biller, account)
     payload = make_payload(container.code_base, container.keyring, b, a)
     data = render(payload, format)
     record_audit(container, request, actor=user.username, action="qr.make",
@@ -111,7 +103,7 @@ def qr_download(
 @router.get("/template.xlsx", name="qr_template")
 def qr_template(request: Request, container: ContainerDep, user: Operator) -> Response:
     buf = io.BytesIO()
-    write_template(buf)
+    write_template(buf, audience="web")
     record_audit(container, request, actor=user.username, action="qr.template")
     return Response(
         buf.getvalue(),

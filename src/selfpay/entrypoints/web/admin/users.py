@@ -11,7 +11,7 @@ from selfpay.domain.errors import InvalidInput
 from selfpay.domain.ledger_errors import UsernameTaken
 from selfpay.entrypoints.web.auth import record_audit, utcnow
 from selfpay.entrypoints.web.deps import ROLES, Admin, ContainerDep, CsrfChecked, flash, render
-from selfpay.entrypoints.web.i18n import request_lang, translate
+from selfpay.entrypoints.web.i18n import error_text, request_lang, translate
 from selfpay.services import users as user_service
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -47,7 +47,7 @@ def add_user(
             role=role, now=utcnow(),
         )
     except (InvalidInput, UsernameTaken) as exc:
-        return _page(request, container, error=str(exc),
+        return _page(request, container, error=error_text(exc, request_lang(request)),
                      form={"username": username, "role": role}, status=400)
     record_audit(container, request, actor=user.username, action="user.create",
                  target=created.username, detail={"role": created.role})

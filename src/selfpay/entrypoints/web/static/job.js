@@ -36,17 +36,24 @@
     state.textContent = words[job.state] || job.state;
     state.className = "state state-" + job.state;
     box.setAttribute("data-state", job.state);
-    document.getElementById("job-count").textContent = job.done + " / " + (job.total || "\u2026");
+    var count = document.getElementById("job-count");
+    count.textContent = job.state === "failed" ? "" : job.done + " / " + (job.total || "\u2026");
     var warnings = document.getElementById("job-warning-list");
     warnings.textContent = "";
     (job.warnings || []).forEach(function (w) { warnings.appendChild(el("li", w)); });
     document.getElementById("job-warnings").hidden = !(job.warnings && job.warnings.length);
     if (job.state === "failed") {
+      // Nothing was made: hide the bar and the count, show the state and the reason.
+      document.getElementById("job-progress").hidden = true;
+      count.hidden = true;
       document.getElementById("job-message").textContent = job.message;
       document.getElementById("job-failed").hidden = false;
       fillRows("job-errors", job.errors || []);
     }
     if (job.state === "done") {
+      var summary = document.getElementById("job-summary");
+      summary.textContent = job.summary;
+      summary.className = "flash " + (job.skipped_rows ? "flash-warning" : "flash-success");
       document.getElementById("zip-link").setAttribute("href", job.download_url);
       var thumbs = document.getElementById("job-preview");
       thumbs.textContent = "";

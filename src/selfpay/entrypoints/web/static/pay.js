@@ -65,7 +65,10 @@
     });
   }
 
+  // The server's words for the customer: `message` is in the page's language (`detail`
+  // is English, for logs; FastAPI's own 422 carries a list of field errors there).
   function detail(body, fallback) {
+    if (body && typeof body.message === "string" && body.message) return body.message;
     var d = body && body.detail;
     if (typeof d === "string") return d;
     if (d && d.length && d[0].msg) return d[0].msg;
@@ -168,7 +171,14 @@
           return;
         }
         if (r.status >= 400 && r.status < 500) store(intent, null);
+        var code = r.body && r.body.code;
+        if (code === "just_paid") { // an earlier order paid these bills a moment ago
+          showError(errorBox, t["pay.error_just_paid"]);
+          setTimeout(function () { window.location.reload(); }, 4000);
+          return;
+        }
         var fallback = r.status >= 500 ? t["pay.error_server"] : t["pay.error_nothing"];
+        if (code === "previous_order_open") fallback = t["pay.error_previous_open"];
         showError(errorBox, r.status >= 500 ? fallback : detail(r.body, fallback));
         busy = false;
         button.classList.remove("busy");
@@ -198,10 +208,14 @@
   }
 
   // ---- the status page --------------------------------------------------------------
+  var FINAL = { done: true, failed: true, closed: true, disputed: true };
+
   function stateOf(v) {
     if (v.status === "posted") return "done";
     if (v.status === "paid") return "paid";
-    if (v.status === "failed" || v.status === "closed") return v.status;
+    if (v.status === "failed" || v.status === "closed" || v.status === "disputed") {
+      return v.status;
+    }
     var act = v.action || {};
     if (v.attempts_left < MAX_ATTEMPTS && !act.kind) return "retry";
     return "waiting";
@@ -233,7 +247,7 @@
       if (s === "retry") el("st-retry-left").textContent = fmt(t["pay.retry_left"],
                                                              { n: v.attempts_left });
       show("st-receipt", s === "paid" || s === "done");
-      show("st-back", s === "failed" || s === "closed");
+      show("st-back", s === "failed" || s === "closed" || s === "disputed");
       if (act.kind === "code_url" && qrUrl !== null && act.code_url !== qrUrl) {
         window.location.reload(); // a new Native code: the server draws it
       }
@@ -252,7 +266,7 @@
           failures = 0;
           showError(errorBox, "");
           render(v);
-          if (state !== "done" && state !== "failed" && state !== "closed") schedule();
+          if (!FINAL[state]) schedule();
         })
         .catch(function () {
           failures += 1;
@@ -286,7 +300,7 @@
       });
     });
 
-    if (state !== "done" && state !== "failed" && state !== "closed") poll();
+    if (!FINAL[state]) poll();
   }
 
   var form = document.getElementById("pay-form");
