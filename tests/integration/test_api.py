@@ -324,6 +324,7 @@ def test_a_stale_cashier_cannot_pay_twice_and_staff_see_the_overpayment(
     assert "多付" in dashboard
     detail = staff.get(f"/admin/orders/{first['order_no']}").text
     assert 'id="order-flag"' in detail and stale["channel_txn_id"] in detail
+    assert "不入账" in detail and "尚未支付" not in detail
 
 
 def test_a_new_order_for_bills_just_paid_is_a_409_just_paid(api: Api,
