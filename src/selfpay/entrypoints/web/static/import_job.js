@@ -4,7 +4,6 @@
   var box = document.getElementById("import-job");
   if (!box) return;
   var url = box.getAttribute("data-url");
-  var delay = 400;
 
   function render(job) {
     box.setAttribute("data-state", job.state);
@@ -23,21 +22,5 @@
     }
   }
 
-  function poll() {
-    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) {
-        if (!r.ok) throw new Error("HTTP " + r.status);
-        return r.json();
-      })
-      .then(function (job) {
-        render(job);
-        if (job.state === "running") {
-          delay = Math.min(delay * 1.3, 2000);
-          setTimeout(poll, delay);
-        }
-      })
-      .catch(function () { setTimeout(poll, 3000); });
-  }
-
-  if (box.getAttribute("data-state") === "running") poll();
+  if (box.getAttribute("data-state") === "running") window.selfpayPollJob(url, render);
 })();

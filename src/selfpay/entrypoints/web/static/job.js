@@ -6,7 +6,6 @@
   var url = box.getAttribute("data-url");
   var words = JSON.parse(document.getElementById("job-i18n").textContent);
   var bar = document.getElementById("job-bar");
-  var delay = 400;
 
   function el(tag, text, cls) {
     var node = document.createElement(tag);
@@ -74,21 +73,5 @@
     }
   }
 
-  function poll() {
-    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) {
-        if (!r.ok) throw new Error("HTTP " + r.status);
-        return r.json();
-      })
-      .then(function (job) {
-        render(job);
-        if (job.state === "running") {
-          delay = Math.min(delay * 1.3, 2000);
-          setTimeout(poll, delay);
-        }
-      })
-      .catch(function () { setTimeout(poll, 3000); });
-  }
-
-  if (box.getAttribute("data-state") === "running") poll();
+  if (box.getAttribute("data-state") === "running") window.selfpayPollJob(url, render);
 })();
