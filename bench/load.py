@@ -70,7 +70,8 @@ BILLER = "ELEC"
 # 1 s think time on average; the spread keeps users that spawned together from walking
 # in step (with a constant second, 100 users would pay in the same instant, then idle)
 THINK = between(0.8, 1.2)
-POLL_S = 1.0  # how often a user asks whether its order is posted
+POLL_S = 1.0  # how often a user asks whether its order is posted (--short-poll)
+WAIT_S = 25.0  # a long poll waits this long for the next change (what /pay/{no} does)
 POSTED_WITHIN_S = 30.0  # then the journey counts as "not posted"
 DRAIN_MAX_S = 90.0  # journeys still running this long after the end are cut off
 P99_LIMIT_MS = 2000.0
@@ -83,8 +84,9 @@ STEP_ACCOUNT = "2 GET /api/v1/billers/{biller}/accounts/{account}"
 STEP_ORDER = "3 POST /api/v1/orders"
 STEP_PAY = "4 POST /sandbox/api/orders/{no}/pay"
 STEP_POLL = "5 GET /api/v1/orders/{no} (until posted)"
+STEP_WAIT = "5 GET /api/v1/orders/{no}?since&wait_s (long poll until posted)"
 STEP_RECEIPT = "6 GET /receipt/{no}"
-STEPS = (STEP_CODE, STEP_ACCOUNT, STEP_ORDER, STEP_PAY, STEP_POLL, STEP_RECEIPT)
+STEPS = (STEP_CODE, STEP_ACCOUNT, STEP_ORDER, STEP_PAY, STEP_POLL, STEP_WAIT, STEP_RECEIPT)
 
 
 def client_ips() -> Iterator[str]:
@@ -425,6 +427,7 @@ class JourneyUser(FastHttpUser):
     connection_timeout = 30.0
     network_timeout = 60.0
     shared: ClassVar[Run]  # ("run" is User's own method)
+    long_poll: ClassVar[bool] = True  # False: ask every POLL_S (--short-poll)
 
     def on_start(self) -> None:
         self.headers = {"X-Forwarded-For": next(IPS)}
@@ -496,9 +499,17 @@ class JourneyUser(FastHttpUser):
             run.failed += 1
             return
         paid = time.monotonic()
+        version = order.get("version")
         while True:
-            gevent.sleep(POLL_S)
-            status = self._call("GET", f"/api/v1/orders/{order_no}", STEP_POLL)
+            if self.long_poll and isinstance(version, int):
+                # as the status page does: the server answers at the next change
+                status = self._call("GET", f"/api/v1/orders/{order_no}?since={version}"
+                                           f"&wait_s={WAIT_S:g}", STEP_WAIT)
+            else:
+                gevent.sleep(POLL_S)
+                status = self._call("GET", f"/api/v1/orders/{order_no}", STEP_POLL)
+            if status and isinstance(status.get("version"), int):
+                version = status["version"]
             if status is None:
                 run.failed += 1
                 return
@@ -582,6 +593,11 @@ class Row:
 
     @property
     def verdict(self) -> str:
+        if self.step == STEP_WAIT and not self.failures:
+            # its time is the wait for the next change: judged as paid -> posted below
+            return "waits (see paid -> posted)" if self.requests else "-"
+        if self.step == STEP_POLL and not self.requests:
+            return "-"  # long polls instead
         if not self.requests:
             return "MISS (no requests)"
         if self.failures or self.p99 > P99_LIMIT_MS:
@@ -648,6 +664,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--healthz-seconds", type=float, default=20.0)
     parser.add_argument("--grace-seconds", type=float, default=20.0,
                         help="at the end, wait this long at most for unfinished orders")
+    parser.add_argument("--short-poll", action="store_true",
+                        help=f"ask for the order every {POLL_S:g} s (the page before the "
+                             "long poll) instead of waiting for its next change")
     parser.add_argument("--output-md", type=Path, help="also write the tables as Markdown")
     parser.add_argument("--keep-logs", type=Path, help="copy the server logs to this folder")
     parser.add_argument("--keep-db", action="store_true",
@@ -708,6 +727,7 @@ def measure(args: argparse.Namespace) -> Result:
         print(f"phase 2: {args.users} users paying for {args.seconds:g} s", flush=True)
         run = Run(code_paths=code_paths, accounts=iter(accounts))
         JourneyUser.shared = run
+        JourneyUser.long_poll = not args.short_poll
         journey = run_phase(JourneyUser, host=host, users=args.users,
                             spawn_rate=args.spawn_rate, seconds=args.seconds, run=run)
         counts, waited = wait_for_quiet(url, args.grace_seconds)
@@ -760,7 +780,8 @@ def report(args: argparse.Namespace, r: Result) -> None:
         f"step {run.failed}, not posted within {POSTED_WITHIN_S:.0f} s {run.not_posted} "
         f"(target 0), cut off at the end {journey.cut_off}, users out of accounts "
         f"{run.exhausted}",
-        f"paid -> posted as the customer sees it (polled every {POLL_S:g} s): p50 "
+        "paid -> posted as the customer sees it ("
+        + (f"polled every {POLL_S:g} s" if args.short_poll else "long poll") + "): p50 "
         f"{pct(run.pay_to_posted_s, 50):.1f} s, p99 {pct(run.pay_to_posted_s, 99):.1f} s; "
         f"whole journey p50 {pct(run.journey_s, 50):.1f} s (5 s or more of it think time "
         "and polling)",

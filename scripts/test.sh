@@ -10,6 +10,8 @@ scripts/install-system-deps.sh
 scripts/brokers.sh start || echo "brokers not started: bridge tests will say why" >&2
 # Network UPS Tools for the kiosk agent's UPS tests (a self-contained upsd per test run)
 scripts/nut.sh install || echo "NUT not installed: UPS tests will say why" >&2
+# espeak-ng for the kiosk's spoken prompts (tests/integration/test_voice.py)
+scripts/voice.sh install || echo "espeak-ng not installed: voice tests will say why" >&2
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 echo "== ruff"; .venv/bin/ruff check src tests bench

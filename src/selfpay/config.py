@@ -179,6 +179,14 @@ class Settings(BaseSettings):
     alert_to: str = ""
     kiosk_idle_s: int = Field(default=60, ge=15, le=600)  # idle before the countdown
     kiosk_countdown_s: int = Field(default=10, ge=3, le=60)  # then back to step 1
+    # Spoken prompts (adapters/voice.py, docs/kiosk.md), made by espeak-ng on the server:
+    # elderly: in elderly mode only; always: for every customer; off: never.
+    voice: Literal["off", "elderly", "always"] = "elderly"
+    # espeak-ng voices: for zh-CN cmn (Mandarin) or yue (Cantonese); for the English screen
+    voice_name: str = Field(default="cmn", pattern=r"^[A-Za-z][A-Za-z0-9_+-]{0,39}$")
+    voice_name_en: str = Field(default="en-us", pattern=r"^[A-Za-z][A-Za-z0-9_+-]{0,39}$")
+    voice_speed: int = Field(default=175, ge=80, le=450)  # words per minute
+    voice_speed_elderly: int = Field(default=130, ge=80, le=450)  # slower in elderly mode
 
     @property
     def alert_recipients(self) -> list[str]:

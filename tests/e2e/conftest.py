@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -92,13 +93,21 @@ def screenshots() -> Path:
 
 
 @pytest.fixture(scope="session")
-def browser(chromium_path: Path) -> Iterator[object]:
+def playwright_session(chromium_path: Path) -> Iterator[Any]:
+    """The one Playwright of the run: a second sync_playwright() while this one runs is
+    refused ("Sync API inside the asyncio loop"), so modules that need a browser with
+    flags of their own launch it from this."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(chromium_path), headless=True,
-                                     args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_session: Any, chromium_path: Path) -> Iterator[object]:
+    launched = playwright_session.chromium.launch(executable_path=str(chromium_path),
+                                                  headless=True, args=CHROMIUM_ARGS)
+    try:
+        yield launched
+    finally:
+        launched.close()

@@ -358,3 +358,27 @@ def test_the_receipt_as_data_once_paid(api: Api, client: TestClient) -> None:
     assert sum(x["amount_fen"] for x in receipt["lines"]) == 15050
     assert "*" in receipt["masked_name"]
     assert receipt["receipt_url"].endswith(f"/receipt/{order['order_no']}")
+
+
+# --- the status long poll ---------------------------------------------------------------
+
+
+def test_a_status_request_waits_for_the_next_change_and_no_longer(api: Api) -> None:
+    with TestClient(api.app) as client:  # the app's lifespan runs its order watch
+        order = post_order(client, "k1").json()
+        url = f"/api/v1/orders/{order['order_no']}"
+        now = client.get(url).json()
+        assert client.get(url, params={"since": now["version"] - 1, "wait_s": 20}).json()[
+            "version"] == now["version"]  # already moved past `since`: at once
+        started = time.monotonic()
+        same = client.get(url, params={"since": now["version"], "wait_s": 0.6}).json()
+        assert same["version"] == now["version"] and time.monotonic() - started >= 0.5
+        timer = threading.Timer(0.5, lambda: send_notification(api, client, order["order_no"]))
+        timer.start()
+        started = time.monotonic()
+        paid = client.get(url, params={"since": now["version"], "wait_s": 20}).json()
+        waited = time.monotonic() - started
+        timer.join()
+        assert paid["status"] == "paid" and paid["version"] > now["version"]
+        assert 0.4 <= waited < 10, waited  # woken by the change, not by the 20 s limit
+        assert client.get(url, params={"since": 0, "wait_s": 99}).status_code == 422

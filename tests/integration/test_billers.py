@@ -202,8 +202,8 @@ def test_imports_refuse_rows_of_a_disabled_biller_and_keep_its_accounts(
     run = import_accounts(uow_factory(), again, filename="b.csv", actor="t",
                           skip_invalid=False, now=NOW)
     assert run.status == "rejected"
-    assert [e.message for e in run.errors] == [
-        "第 3 行：业务类型已停用 (biller 'WATER' is disabled)"]
+    assert [(e.row, e.localized("zh-CN"), e.message) for e in run.errors] == [
+        (3, "业务类型 WATER 已停用。", "Biller WATER is disabled.")]
     bills = read_table(b"biller,account,period,amount\nWATER,W-001,2026-10,30\n", "c.csv")
     assert import_bills(uow_factory(), bills, filename="c.csv", actor="t", skip_invalid=False,
                         now=NOW).status == "rejected"

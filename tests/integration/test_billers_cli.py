@@ -51,7 +51,7 @@ def test_a_fresh_installation_adds_a_biller_imports_accounts_and_makes_a_code(
         fresh: Path) -> None:
     (fresh / "accounts.csv").write_text(ACCOUNTS, encoding="utf-8")
     refused = run("import", "accounts", "accounts.csv")
-    assert refused.exit_code == 1 and "unknown biller" in refused.output
+    assert refused.exit_code == 1 and "业务类型 ELEC 不存在" in refused.output
     no_biller = run("qr", "make", "0012345678", "--out", "card.png")
     assert no_biller.exit_code == 1 and "billers add" in no_biller.output
 
@@ -127,7 +127,7 @@ def test_a_disabled_biller_takes_no_imports_and_no_new_codes(fresh: Path) -> Non
     assert off.exit_code == 0 and "disabled" in off.output
 
     refused = run("import", "accounts", "accounts.csv")
-    assert refused.exit_code == 1 and "biller 'ELEC' is disabled" in refused.output
+    assert refused.exit_code == 1 and "业务类型 ELEC 已停用" in refused.output
     no_code = run("qr", "make", "0012345678", "--biller", "ELEC", "--out", "card.png")
     assert no_code.exit_code == 1 and "业务类型 ELEC 已停用" in no_code.output
     assert not (fresh / "card.png").exists()

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from selfpay.domain.accounts import Account, Bill
+from selfpay.domain.devices import Alarm, AlarmKind
 from selfpay.domain.orders import Flag, Order, OrderStatus
 from selfpay.entrypoints.web.app import create_app
 from selfpay.services.ports import AuditEntry
@@ -52,4 +53,19 @@ def test_the_dashboard_lists_disputed_and_flagged_orders_in_the_page_language(
     english = staff.get("/admin?lang=en").text
     assert "ELEC · Electricity" in english and "电费" not in english
     assert "overpaid" in english and "To refund" in english
+    container.close()
+
+
+def test_open_kiosk_alarms_show_on_the_dashboard(tmp_path: Path) -> None:
+    container = build_container(tmp_path)
+    container.devices.register(actor="admin", device_id="k-0001", name="一号机")
+    with container.uow_factory() as uow:
+        device = uow.devices.get("k-0001")
+        assert device is not None
+        uow.alarms.add(Alarm(None, "k-0001", AlarmKind.PAPER_OUT, "paper_out", NOW))
+        uow.commit()
+    add_staff(container, {"operator": "correct horse battery"}, NOW)
+    staff = staff_login(create_app(container=container), "operator", "correct horse battery")
+    banner = staff.get("/admin").text.split('id="device-alarms-flag"')[1].split("</div>")[0]
+    assert "k-0001" in banner and "/admin/alarms" in banner
     container.close()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import time
 from pathlib import Path
 
@@ -12,6 +13,23 @@ from selfpay.adapters.tabular import read_table
 from selfpay.domain.errors import InvalidInput
 from selfpay.domain.ledger_errors import UnreadableFile
 from selfpay.services.imports import import_accounts, import_bills
+
+CJK = re.compile(r"[\u3400-\u9fff\uff01-\uff5e\u3000-\u303f]")
+ENGLISH_WORD = re.compile(r"\b[a-z]{3,}\b")
+
+
+def one_language(errors, values=()):
+    """Each row error in zh-CN holds no English word (but the quoted `values`), in
+    English no Chinese; neither names its own row (the page's row column, the CLI's
+    "row N: " do)."""
+    for e in errors:
+        zh, en = e.localized("zh-CN"), e.localized("en")
+        words = zh
+        for value in values:
+            words = words.replace(value, "")
+        assert CJK.search(zh) and not ENGLISH_WORD.search(words), zh
+        assert not CJK.search(en), en
+        assert f"第 {e.row} 行" not in zh and f"row {e.row}" not in en.lower(), (zh, en)
 
 NOW = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
 ACCOUNT_HEADERS_EN = ["Biller", "Account", "Name", "Phone", "Address"]
@@ -84,7 +102,12 @@ def test_csv_with_bom_and_in_gbk(tmp_path: Path):
 def test_unreadable_files_give_a_clear_error(data, filename):
     with pytest.raises(UnreadableFile) as info:
         read_table(data, filename)
-    assert isinstance(info.value, InvalidInput) and "(" in str(info.value)
+    error = info.value
+    assert isinstance(error, InvalidInput) and error.key.startswith(("err.file.", "err.sheet."))
+    zh, en = error.localized("zh-CN"), error.localized("en")
+    assert CJK.search(zh) and not CJK.search(en) and str(error) == en
+    if error.key != "err.sheet.damaged":  # calamine's own (English) reason is quoted as is
+        assert filename in zh or filename[1:] in zh or error.key == "err.file.empty", zh
 
 
 # -- accounts ------------------------------------------------------------------------
@@ -131,8 +154,11 @@ def test_a_bad_accounts_file_writes_nothing_but_its_errors(uow_factory, seeded):
     run = run_import(uow_factory, "accounts", data, "bad.xlsx")
     assert run.status == "rejected" and run.imported == 0 and run.skipped == 6
     assert [e.row for e in run.errors] == [3, 4, 5, 6, 7]
-    assert run.errors[0].message.startswith("第 3 行：业务类型不存在")
-    assert "duplicates row 2" in run.errors[4].message
+    assert run.errors[0].localized("zh-CN") == "业务类型 NOPE 不存在。"
+    assert run.errors[0].localized("en") == run.errors[0].message == "There is no biller NOPE."
+    assert run.errors[4].localized("zh-CN") == "与第 2 行重复（ELEC 100）。"
+    assert run.errors[4].localized("en") == "Repeats row 2 (ELEC 100)."
+    one_language(run.errors, values=("NOPE", "1 02", "phone?", "ELEC 100"))
     assert all_accounts(uow_factory) == before
     with uow_factory() as uow:
         assert uow.imports.get(run.id).errors == run.errors
@@ -144,7 +170,7 @@ def test_skip_invalid_imports_the_good_rows(uow_factory, seeded):
                       ["ELEC", "", "无号", "", ""], ["ELEC", "201", "好人二", "", ""]])
     run = run_import(uow_factory, "accounts", data, "a.csv", skip_invalid=True)
     assert (run.status, run.imported, run.skipped) == ("partial", 2, 1)
-    assert run.errors[0].row == 3 and "(account number is empty)" in run.errors[0].message
+    assert run.errors[0].row == 3 and run.errors[0].key == "err.account.empty"
     assert {("ELEC", "200"), ("ELEC", "201")} <= set(all_accounts(uow_factory))
 
 
@@ -152,7 +178,12 @@ def test_a_missing_column_is_one_clear_error(uow_factory, seeded):
     run = run_import(uow_factory, "accounts", csv_bytes([["biller", "name"], ["ELEC", "x"]]),
                      "a.csv")
     assert run.status == "rejected" and len(run.errors) == 1
-    assert run.errors[0].row == 1 and "用户编号 (account)" in run.errors[0].message
+    assert run.errors[0].row == 1
+    assert run.errors[0].localized("zh-CN") == "缺少必需的列：用户编号（第一行须为表头）。"
+    assert run.errors[0].localized("en") == (
+        "Missing required columns: account (the first row must hold the headers).")
+    with uow_factory() as uow:  # stored with its key: told later in the reader's language
+        assert uow.imports.get(run.id).errors[0].localized("en").startswith("Missing")
 
 
 # -- bills ---------------------------------------------------------------------------
@@ -206,16 +237,20 @@ def test_a_bad_bills_file_gives_row_errors_and_writes_nothing(uow_factory, seede
     ])
     run = run_import(uow_factory, "bills", data, "bills.csv")
     assert run.status == "rejected"
-    messages = {e.row: e.message for e in run.errors}
-    assert messages[3] == "第 3 行：金额最多两位小数 (amount has more than two decimals)"
-    assert "账期无效" in messages[4]
-    assert "(amount must be greater than zero)" in messages[5] and "大于零" in messages[6]
-    assert "(not an amount" in messages[7]
-    assert "(due date must look like" in messages[8]
-    assert "not found" in messages[9]
-    assert "already exists" in messages[10]
-    assert "duplicates row 2" in messages[11]
+    messages = {e.row: e.localized("zh-CN") for e in run.errors}
+    english = {e.row: e.localized("en") for e in run.errors}
+    assert messages[3] == "金额最多两位小数。"
+    assert messages[4] == "账期无效（2026-13）：应为 2026-10 或 202610 这样的格式。"
+    assert messages[5] == messages[6] == "金额必须大于零。"
+    assert english[7] == "Not an amount: 'abc'"
+    assert english[8] == "Invalid due date '31/12/2026': write it like 2026-10-31."
+    assert messages[9] == "用户 ELEC 404 不存在，请先导入用户档案。"
+    assert english[10] == "A bill for ELEC 0012345678 2026-10 already exists."
+    assert messages[11] == "与第 2 行重复（ELEC 0099999999 2026-10）。"
     assert sorted(messages) == list(range(3, 12))
+    assert [e.message for e in run.errors] == [english[e.row] for e in run.errors]
+    one_language(run.errors, values=("2026-13", "'abc'", "31/12/2026", "ELEC 404",
+                                     "ELEC 0012345678", "ELEC 0099999999"))
     assert all_bills(uow_factory) == before
 
 

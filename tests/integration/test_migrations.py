@@ -26,7 +26,7 @@ def _diff(url: str) -> list:
 def test_migrations_create_exactly_the_tables_of_tables_py(db_url):
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0013"
+    assert migrate.current(db_url) == migrate.head() == "0015"
     assert _diff(db_url) == []
 
 

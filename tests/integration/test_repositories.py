@@ -155,7 +155,10 @@ def test_audit_log_newest_first_with_filters(uow_factory, seeded):
 
 def test_import_runs_and_qr_batches_round_trip(uow_factory, seeded):
     run = ImportRun(None, "bills", "b.xlsx", "alice", NOW, "rejected", 3, 0, 3,
-                    [RowError(2, "第 2 行：金额为空 (amount is empty)")])
+                    [RowError(2, "第 2 行：金额为空 (amount is empty)"),  # as stored before keys
+                     RowError.keyed(3, "err.import.columns_missing",
+                                    columns=["term.column.amount", "term.column.period"]),
+                     RowError.keyed(0, "err.import.more_errors", n=7)])
     batch = QrBatch(None, "alice", NOW, "in.xlsx", 10, "ab" * 32, 1234, "batches/1.zip",
                     "ELEC,WATER", ["第 3 行：重复"])
     with uow_factory() as uow:
@@ -164,6 +167,12 @@ def test_import_runs_and_qr_batches_round_trip(uow_factory, seeded):
         uow.commit()
     with uow_factory() as uow:
         assert uow.imports.get(run_id) == run
+        stored = uow.imports.get(run_id).errors
+        assert stored[0].localized("en") == "第 2 行：金额为空 (amount is empty)"
+        assert stored[1].localized("zh-CN") == "缺少必需的列：金额、账期（第一行须为表头）。"
+        assert stored[1].localized("en") == stored[1].message == (
+            "Missing required columns: amount, period (the first row must hold the headers).")
+        assert stored[2].localized("zh-CN") == "另有 7 条错误未显示。"
         assert uow.imports.list().items == [run]
         assert uow.batches.get(batch_id) == batch
         assert uow.batches.list().total == 1

@@ -34,6 +34,10 @@ def keys_named_in_the_code() -> set[str]:
         found.update(re.findall(r'\bkey="([a-z_]+\.[a-z0-9_.]+)"', text))
         found.update(re.findall(r'\bdefault_key = "([a-z_]+\.[a-z0-9_.]+)"', text))
         found.update(re.findall(r'_refuse\(c, "([a-z_]+\.[a-z0-9_.]+)"', text))
+        # a row error: RowError.keyed(row, "err...."), _Rows.error(row, "err....")
+        found.update(re.findall(r'\b(?:keyed|error)\([^,()]+, "([a-z_]+\.[a-z0-9_.]+)"',
+                                text))
+        found.update(re.findall(r'"(term\.[a-z0-9_.]+)"', text))  # a value said in words
         for template in re.findall(r'\bkey=f"(err\.biller\.\{field\}_[a-z]+)"', text):
             found.update(template.replace("{field}", f) for f in ("name", "name_en"))
     return found
@@ -42,7 +46,17 @@ def keys_named_in_the_code() -> set[str]:
 def test_the_code_names_message_keys() -> None:
     keys = keys_named_in_the_code()
     assert {"err.account.chars", "err.biller.code", "err.biller.name_en_long",
-            "err.account.not_found", "cli.no_billers"} <= keys
+            "err.account.not_found", "cli.no_billers", "err.import.no_rows",
+            "err.import.duplicate_bill", "err.batch.duplicate", "err.batch.empty",
+            "term.batch.default_web"} <= keys
+
+
+def test_every_import_column_has_a_name_in_both_catalogs() -> None:
+    from selfpay.services.imports import ACCOUNT_COLUMNS, BILL_COLUMNS
+
+    for column in (*ACCOUNT_COLUMNS, *BILL_COLUMNS):
+        zh, en = catalog("zh-CN").get(column.label), catalog("en").get(column.label)
+        assert zh and en and CJK.search(zh) and not CJK.search(en), column
 
 
 @pytest.mark.parametrize("key", sorted(keys_named_in_the_code()))
@@ -110,3 +124,27 @@ def test_translate_joins_lists_and_keeps_a_missing_value_visible() -> None:
     assert translate("en", "err.biller.kind", value="heat") == (
         "Unknown kind 'heat'; one of: {known}")
     assert translate("en", "no.such.key") == "no.such.key"
+
+
+def test_a_term_among_the_values_is_said_in_the_sentences_language() -> None:
+    error = InvalidInput(key="err.import.columns_missing",
+                         columns=["term.column.account", "term.column.due_date"])
+    assert error.localized("zh-CN") == "缺少必需的列：用户编号、到期日（第一行须为表头）。"
+    assert str(error) == (
+        "Missing required columns: account, due date (the first row must hold the headers).")
+    assert translate("en", "err.import.column_twice", column="term.column.biller") == (
+        "Column biller appears twice.")
+
+
+def test_the_sms_lookup_refusals_carry_the_keys_the_pages_tell() -> None:
+    from selfpay.services import lookup
+
+    with pytest.raises(lookup.InvalidPhone) as bad_phone:
+        lookup.normalize_phone("12")
+    refusals = [bad_phone.value, lookup.CodeWrong(2), lookup.CodeThrottled(42)]
+    assert [(e.key, e.params) for e in refusals] == [
+        ("lookup.bad_phone", {}), ("lookup.code_wrong", {"n": 2}),
+        ("lookup.throttled", {"seconds": 42})]
+    assert refusals[1].localized("zh-CN") == "验证码不正确，还可尝试 2 次。"
+    assert str(refusals[2]) == "A code was just sent; you can ask for another in 42 s."
+    assert refusals[1].tries_left == 2 and refusals[2].retry_after_s == 42

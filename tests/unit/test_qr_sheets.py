@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import openpyxl
@@ -15,6 +16,8 @@ from selfpay.adapters.qr.sheets import (
 )
 from selfpay.domain.errors import InvalidBillerCode
 from selfpay.services import ports
+
+CJK = re.compile(r"[\u3400-\u9fff\uff01-\uff5e\u3000-\u303f]")
 
 
 def xlsx(rows: list[list[object]], *, text_column_a: bool = False) -> bytes:
@@ -40,7 +43,8 @@ def test_numeric_cells_become_account_strings_without_fraction_or_exponent() -> 
     assert plan.errors == []
     assert plan.items == [("ELEC", "12345678"), ("ELEC", "12345679"), ("ELEC", "12345678901")]
     # numeric cells may have lost leading zeros: one warning naming the rows
-    assert len(plan.warnings) == 1 and "2、3、4" in plan.warnings[0]
+    (warning,) = plan.warnings
+    assert "2、3、4" in warning.localized("zh-CN") and "2, 3, 4" in warning.localized("en")
 
 
 def test_text_cells_keep_leading_zeros_and_are_normalized() -> None:
@@ -61,7 +65,8 @@ def test_duplicates_give_one_code_and_a_warning_naming_both_rows() -> None:
     plan = plan_of(xlsx(rows))
     assert plan.items == [("ELEC", "001"), ("ELEC", "002"), ("W", "001")]
     (warning,) = plan.warnings
-    assert "第 4 行" in warning and "第 2 行" in warning
+    assert warning.localized("zh-CN") == "第 4 行与第 2 行重复（ELEC 001），只生成一个二维码。"
+    assert warning.localized("en") == "Row 4 repeats row 2 (ELEC 001); one code is made."
 
 
 def test_invalid_rows_are_reported_with_their_excel_row_numbers() -> None:
@@ -78,14 +83,19 @@ def test_invalid_rows_are_reported_with_their_excel_row_numbers() -> None:
     plan = plan_of(xlsx(rows), known={"ELEC", "WATER"})
     assert plan.items == [("ELEC", "0012")]
     assert [e.row_number for e in plan.errors] == [4, 5, 6, 7, 8]
-    by_row = {e.row: e.message for e in plan.errors}
-    assert by_row[4].startswith("第 4 行：用户编号只能包含")
-    assert "'12#4'" in by_row[4]  # the domain's own detail is kept
-    assert by_row[5].startswith("第 5 行：业务类型")
+    by_row = {e.row: e.localized("zh-CN") for e in plan.errors}
+    assert by_row[4].startswith("用户编号无效（12#4）：只能包含")  # the domain's own words
+    assert by_row[5].startswith("业务代码无效（1BAD）")
     assert "整数" in by_row[6]
-    assert "为空" in by_row[7]
+    assert by_row[7] == "请输入用户编号。"
     assert "GAS" in by_row[8] and "ELEC" in by_row[8]
     assert all(isinstance(e, ports.RowError) for e in plan.errors)
+    # the row is named by its column (or the command line's "row N: "), never twice
+    assert not any("行" in m for m in by_row.values())
+    english = {e.row: e.localized("en") for e in plan.errors}
+    assert english[8] == "Unknown biller GAS (configured: ELEC, WATER)."
+    assert not any(CJK.search(m) or "row" in m.lower() for m in english.values())
+    assert [e.message for e in plan.errors] == list(english.values())  # the logs: English
 
 
 def test_a_row_without_biller_needs_a_default() -> None:
@@ -93,7 +103,11 @@ def test_a_row_without_biller_needs_a_default() -> None:
     plan = plan_of(data, default=None)
     assert plan.items == [("W", "2")]
     assert [e.row_number for e in plan.errors] == [2]
-    assert "默认业务类型" in plan.errors[0].message
+    assert "命令行参数 --biller" in plan.errors[0].localized("zh-CN")  # the CLI's own control
+    assert "the --biller option" in plan.errors[0].localized("en")
+    web = validate_batch_rows(read_batch_rows(data), None, None, audience="web")
+    assert "上传页面上的“默认业务类型”" in web.errors[0].localized("zh-CN")
+    assert "--" not in web.errors[0].localized("en")
     assert plan_of(data, default="elec").items == [("ELEC", "1"), ("W", "2")]
 
 
@@ -101,8 +115,10 @@ def test_a_bad_default_biller_is_the_callers_error() -> None:
     rows = [BatchRow(2, "1", None)]
     with pytest.raises(InvalidBillerCode):
         validate_batch_rows(rows, "1X", None)
-    with pytest.raises(InvalidBillerCode):
+    with pytest.raises(InvalidBillerCode) as refused:
         validate_batch_rows(rows, "GAS", {"ELEC"})
+    assert refused.value.localized("zh-CN") == "未知的默认业务类型：GAS"
+    assert str(refused.value) == "Unknown default biller: GAS"
 
 
 @pytest.mark.parametrize(

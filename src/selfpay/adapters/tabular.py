@@ -37,15 +37,13 @@ def read_table(data: bytes | Path, filename: str, *,
                limits: SheetLimits = DEFAULT_LIMITS) -> Table:
     suffix = Path(filename).suffix.lower()
     if suffix not in SUFFIXES:
-        raise UnreadableFile(
-            f"不支持的文件类型 (unsupported file type {suffix or filename!r}: "
-            "use .xlsx, .xls or .csv)"
-        )
+        raise UnreadableFile(key="err.file.type", suffix=suffix or filename)
     if isinstance(data, Path):
         try:
             data = data.read_bytes()
         except OSError as exc:
-            raise UnreadableFile(f"无法读取文件 (cannot read {filename}: {exc.strerror})") from exc
+            raise UnreadableFile(key="err.file.unreadable", filename=filename,
+                                 reason=exc.strerror or str(exc)) from exc
     if suffix == ".csv":
         return _to_table(_csv_rows(data, filename, limits))
     check_workbook(data, limits)
@@ -60,7 +58,7 @@ def _excel_rows(data: bytes, filename: str, suffix: str,
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(data))
         try:
             if not workbook.sheet_names:
-                raise UnreadableFile(f"工作簿中没有工作表 ({filename} has no sheet)")
+                raise UnreadableFile(key="err.file.no_sheet", filename=filename)
             return calamine_rows(workbook.get_sheet_by_index(0), limits)
         finally:
             workbook.close()
@@ -73,9 +71,8 @@ def _excel_rows(data: bytes, filename: str, suffix: str,
                 return _openpyxl_rows(data, limits)
             except Exception as openpyxl_error:  # both readers failed: report both
                 reason = f"{reason}; openpyxl: {openpyxl_error}"
-        raise UnreadableFile(
-            f"无法读取 Excel 文件 (cannot read {filename} as a spreadsheet: {reason})"
-        ) from calamine_error
+        raise UnreadableFile(key="err.file.not_spreadsheet", filename=filename,
+                             reason=reason) from calamine_error
 
 
 def _openpyxl_rows(data: bytes, limits: SheetLimits) -> list[list[object]]:
@@ -95,7 +92,7 @@ def _openpyxl_rows(data: bytes, limits: SheetLimits) -> list[list[object]]:
 
 def _csv_rows(data: bytes, filename: str, limits: SheetLimits) -> list[list[object]]:
     if data.startswith(b"PK\x03\x04") and zipfile.is_zipfile(io.BytesIO(data)):
-        raise UnreadableFile(f"这是 Excel 文件，不是 CSV ({filename} is a workbook, not a CSV)")
+        raise UnreadableFile(key="err.file.workbook_not_csv", filename=filename)
     for encoding in ("utf-8-sig", "gb18030"):
         try:
             text = data.decode(encoding)
@@ -103,13 +100,13 @@ def _csv_rows(data: bytes, filename: str, limits: SheetLimits) -> list[list[obje
         except UnicodeDecodeError:
             continue
     else:  # pragma: no cover - gb18030 decodes almost anything
-        raise UnreadableFile(f"无法识别文件编码 (cannot decode {filename}: use UTF-8)")
+        raise UnreadableFile(key="err.file.encoding", filename=filename)
     if "\x00" in text:
-        raise UnreadableFile(f"不是文本文件 ({filename} is not a text CSV file)")
+        raise UnreadableFile(key="err.file.not_text", filename=filename)
     try:
         return csv_rows(text, limits, sheet=filename)
     except csv.Error as exc:
-        raise UnreadableFile(f"CSV 格式错误 (malformed CSV {filename}: {exc})") from exc
+        raise UnreadableFile(key="err.file.csv", filename=filename, reason=str(exc)) from exc
 
 
 def _blank(cells: Sequence[object]) -> bool:
@@ -127,5 +124,5 @@ def _to_table(rows: Iterable[list[object]]) -> Table:
             continue
         out.append(TableRow(number, cells))
     if headers is None:
-        raise UnreadableFile("文件是空的 (the file is empty: the first row must hold the headers)")
+        raise UnreadableFile(key="err.file.empty")
     return Table(headers, out)

@@ -8,6 +8,11 @@ Standard library only, so that the domain may use it. A key missing from the Eng
 catalog falls back to Chinese; a key missing from both shows the key itself, and a value
 missing from the call leaves its `{name}` in place: a forgotten string is visible,
 never an exception in an error path.
+
+A value may itself name a catalog entry, "term.column.biller": it is said in the same
+language as the sentence around it (业务类型 / biller). Such values keep an error's
+values plain strings, so that a stored error (an import's row errors) is told later in
+its reader's language.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from importlib import resources
 LANGS = ("zh-CN", "en")
 DEFAULT_LANG = "zh-CN"
 LOG_LANG = "en"  # what str(error) and the logs say
+TERM = "term."  # a value starting so is a catalog key, said in the sentence's language
 
 
 @cache
@@ -46,9 +52,17 @@ def translate(lang: str, key: str, /, **values: object) -> str:
 
 
 def join_list(lang: str, items: object) -> object:
-    """A list as people write it, 甲、乙 / a, b; anything else as it is."""
+    """A list as people write it, 甲、乙 / a, b; a term (TERM) in `lang`; anything else
+    as it is."""
     if isinstance(items, list | tuple | set | frozenset):
-        parts = [str(x) for x in (sorted(items) if isinstance(items, set | frozenset)
-                                  else items)]
+        parts = [str(_term(lang, x)) for x in (sorted(items)
+                                                if isinstance(items, set | frozenset)
+                                                else items)]
         return ("、" if lang == "zh-CN" else ", ").join(parts)
-    return items
+    return _term(lang, items)
+
+
+def _term(lang: str, value: object) -> object:
+    if isinstance(value, str) and value.startswith(TERM):
+        return translate(lang, value)
+    return value

@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from selfpay.domain.ledger_errors import UnreadableFile
 from selfpay.domain.messages import DEFAULT_LANG, LANGS, translate
 from selfpay.domain.qrcodes import make_payload, verify_payload
 from selfpay.entrypoints.kiosk_agent import kiosk_app
+from selfpay.services.ports import RowError
 
 app = typer.Typer(help="selfpay: self-service bill payment.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -84,6 +86,30 @@ def _fail_error(exc: DomainError, c: Container) -> typer.Exit:
     """A domain error told in Settings.locale (str(exc) is the English of the logs)."""
     lang = c.settings.locale
     return _fail(exc.localized(lang), lang)
+
+
+def _row_line(e: RowError, lang: str) -> str:
+    """A sheet's row error in `lang`, its row named once ("row 3: ..."); row 0 is about
+    the whole sheet."""
+    message = e.localized(lang)
+    return escape(translate(lang, "cli.row_error", row=e.row, message=message)
+                  if e.row else message)
+
+
+def _print_rows(errors: Sequence[RowError], lang: str, *, prefix: str = "",
+                shown: int = 200) -> None:
+    for e in errors[:shown]:
+        err.print(f"  {prefix}{_row_line(e, lang)}", soft_wrap=True)
+    if len(errors) > shown:
+        err.print("  " + escape(translate(lang, "err.import.more_errors",
+                                          n=len(errors) - shown)))
+
+
+def _print_warnings(warnings: Sequence[RowError], lang: str) -> None:
+    prefix = translate(lang, "cli.warning")
+    for w in warnings:
+        err.print(f"[yellow]{escape(prefix)}[/yellow]{escape(w.localized(lang))}",
+                  soft_wrap=True)
 
 
 def _container(*, migrate: bool = True, **overrides: Any) -> Container:
@@ -161,10 +187,7 @@ def _import(kind: str, path: Path, skip_invalid: bool) -> None:
     # rows checked in a read-only unit of work: no write lock until the rows are written
     run = use_case(c.uow_factory(), table, filename=path.name, actor=_actor(),
                    skip_invalid=skip_invalid, now=_now(), check_uow=c.read_uow_factory())
-    for e in run.errors[:200]:
-        err.print(f"  {e.message}")
-    if len(run.errors) > 200:
-        err.print(f"  ... {len(run.errors) - 200} more")
+    _print_rows(run.errors, c.settings.locale)
     if run.status == "rejected":
         raise _refuse(c, "cli.import_rejected", n=len(run.errors))
     out.print(f"imported {run.imported} {kind}, skipped {run.skipped} invalid row(s) "
@@ -269,7 +292,8 @@ def qr_batch(
     default = _resolve_biller(c, biller) if biller else None
     if not sheet.exists():
         raise _refuse(c, "cli.no_file", path=str(sheet))
-    with Progress(TextColumn("[bold]二维码 QR"), BarColumn(), MofNCompleteColumn(),
+    label = escape(translate(c.settings.locale, "cli.batch_progress"))
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=False) as bar:
         task = bar.add_task("qr", total=None)
 
@@ -286,10 +310,8 @@ def qr_batch(
             )
         except BatchRejected as exc:
             bar.stop()
-            for w in exc.warnings:
-                err.print(f"[yellow]warning:[/yellow] {w}")
-            for e in exc.errors[:200]:
-                err.print(f"  {e.message}")
+            _print_warnings(exc.warnings, c.settings.locale)
+            _print_rows(exc.errors, c.settings.locale)
             raise _refuse(c, "cli.batch_rejected", n=len(exc.errors)) from exc
         except UnreadableFile as exc:
             bar.live.transient = True  # nothing was made: the error line alone
@@ -300,10 +322,10 @@ def qr_batch(
                         ) from exc
         except (ValueError, OSError) as exc:
             raise _fail(f"{sheet}: {exc}", c.settings.locale) from exc
-    for w in outcome.warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}")
-    for e in outcome.skipped:
-        err.print(f"  skipped: {e.message}")
+    _print_warnings(outcome.warnings, c.settings.locale)
+    _print_rows(outcome.skipped, c.settings.locale,
+                prefix=escape(translate(c.settings.locale, "cli.skipped")),
+                shown=len(outcome.skipped))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(outcome.path, out_file)
     b = outcome.batch
@@ -337,8 +359,7 @@ def qr_sheet(
         raise _fail(f"{sheet}: {exc}", c.settings.locale) from exc
     plan = validate_batch_rows(rows, default_biller=default,
                                known_billers={k for k, b in billers.items() if b.enabled})
-    for e in plan.errors[:200]:
-        err.print(f"  {e.message}")
+    _print_rows(plan.errors, c.settings.locale)
     if plan.errors and not skip_invalid:
         raise _refuse(c, "cli.sheet_rejected", n=len(plan.errors))
     cards = []
@@ -653,9 +674,14 @@ def demo(
     with c.uow_factory() as uow:
         users.set_demo_admin(uow, c.hasher, username="admin", password=password, now=_now())
         uow.commit()
+    from selfpay.entrypoints.demo_kiosk import DEMO_DEVICE, DemoHeartbeat, enrol_demo_kiosk
+
+    heartbeat = DemoHeartbeat(c.devices, enrol_demo_kiosk(c.devices))
     base = s.public_base_url
     table = Table(show_header=False, box=None)
     table.add_row("admin console", f"{base}/admin")
+    table.add_row("demo kiosk", f"{base}/kiosk/{DEMO_DEVICE}  (enrolled in-process; a heartbeat "
+                  "every 30 s keeps it online)")
     table.add_row("staff login", f"admin / {password}  (new password on every demo start)")
     if added:
         table.add_row("demo data", f"{added} accounts, {bills} open bills")
@@ -674,8 +700,10 @@ def demo(
         out.print(f"a customer's code opens: {payload}")
     try:
         if not no_serve:
+            heartbeat.start()
             uvicorn.run(create_app(s, container=c), host=s.host, port=port, log_level="info")
     finally:
+        heartbeat.stop()
         c.close()  # the bridge client's event loop thread
 
 

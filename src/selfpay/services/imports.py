@@ -47,26 +47,28 @@ class Table:
 @dataclass(frozen=True, slots=True)
 class Column:
     field: str
-    label: str  # how messages name it
     required: bool
     aliases: tuple[str, ...]
 
+    @property
+    def label(self) -> str:
+        """How messages name it, in their reader's language (messages.TERM)."""
+        return f"term.column.{self.field}"
+
 
 ACCOUNT_COLUMNS = (
-    Column("biller", "业务类型 (biller)", True, ("biller", "billercode", "业务类型", "业务代码")),
-    Column("account", "用户编号 (account)", True,
-           ("account", "accountno", "accountnumber", "用户编号", "户号")),
-    Column("name", "户名 (name)", True, ("name", "holder", "户名", "用户名称")),
-    Column("phone", "电话 (phone)", False,
-           ("phone", "mobile", "电话", "手机", "手机号", "联系电话")),
-    Column("address", "地址 (address)", False, ("address", "地址")),
+    Column("biller", True, ("biller", "billercode", "业务类型", "业务代码")),
+    Column("account", True, ("account", "accountno", "accountnumber", "用户编号", "户号")),
+    Column("name", True, ("name", "holder", "户名", "用户名称")),
+    Column("phone", False, ("phone", "mobile", "电话", "手机", "手机号", "联系电话")),
+    Column("address", False, ("address", "地址")),
 )
 BILL_COLUMNS = (
     ACCOUNT_COLUMNS[0],
     ACCOUNT_COLUMNS[1],
-    Column("period", "账期 (period)", True, ("period", "账期")),
-    Column("amount", "金额 (amount)", True, ("amount", "金额", "应缴金额")),
-    Column("due_date", "到期日 (due_date)", False, ("duedate", "到期日", "缴费截止日")),
+    Column("period", True, ("period", "账期")),
+    Column("amount", True, ("amount", "金额", "应缴金额")),
+    Column("due_date", False, ("duedate", "到期日", "缴费截止日")),
 )
 
 
@@ -85,20 +87,15 @@ def map_headers(headers: Sequence[object], columns: Sequence[Column]) -> dict[st
         if column is None:
             continue
         if column.field in found:
-            raise InvalidInput(
-                f"第 1 行：列 {column.label} 出现了两次 (column {column.label} appears twice)"
-            )
+            raise InvalidInput(key="err.import.column_twice", column=column.label)
         found[column.field] = index
     missing = [c.label for c in columns if c.required and c.field not in found]
     if missing:
-        raise InvalidInput(
-            "第 1 行：缺少必需的列 " + "、".join(missing)
-            + " (missing required columns; the first row must hold the headers)"
-        )
+        raise InvalidInput(key="err.import.columns_missing", columns=missing)
     return found
 
 
-# -- cell parsers: each returns the clean value or raises InvalidInput with a message ---
+# -- cell parsers: each returns the clean value or raises InvalidInput with a key -------
 
 
 def _is_blank(cell: object) -> bool:
@@ -116,33 +113,27 @@ def _text(cell: object) -> str:
 def parse_biller(cell: object, known: set[str], disabled: frozenset[str] = frozenset()) -> str:
     """An enabled biller's code; `known` holds the enabled ones, `disabled` the others."""
     if _is_blank(cell):
-        raise InvalidInput("业务类型为空 (biller is empty)")
-    try:
-        code = normalize_biller(_text(cell))
-    except InvalidInput as exc:
-        raise InvalidInput(f"业务类型无效 ({exc})") from exc
+        raise InvalidInput(key="err.import.biller_empty")
+    code = normalize_biller(_text(cell))  # its own error names what is wrong with it
     if code in disabled:
-        raise InvalidInput(f"业务类型已停用 (biller {code!r} is disabled)")
+        raise InvalidInput(key="err.import.biller_disabled", code=code)
     if code not in known:
-        raise InvalidInput(f"业务类型不存在 (unknown biller {code!r})")
+        raise InvalidInput(key="err.biller.unknown", code=code)
     return code
 
 
 def parse_account(cell: object) -> str:
     if _is_blank(cell):
-        raise InvalidInput("用户编号为空 (account number is empty)")
-    try:
-        return normalize_account(cell)
-    except InvalidAccountNumber as exc:
-        raise InvalidInput(f"用户编号无效 ({exc})") from exc
+        raise InvalidAccountNumber(key="err.account.empty")
+    return normalize_account(cell)  # its own error names what is wrong with it
 
 
 def parse_name(cell: object) -> str:
     name = _text(cell)
     if not name:
-        raise InvalidInput("户名为空 (name is empty)")
+        raise InvalidInput(key="err.import.name_empty")
     if len(name) > MAX_NAME:
-        raise InvalidInput(f"户名过长 (name is longer than {MAX_NAME} characters)")
+        raise InvalidInput(key="err.import.name_long", max=MAX_NAME)
     return name
 
 
@@ -156,16 +147,14 @@ def parse_phone(cell: object) -> str:
         return ""
     phone = re.sub(r"[\s\-]+", "", raw)
     if not _PHONE_RE.match(phone) or len(phone) > MAX_PHONE:
-        raise InvalidInput(
-            f"电话号码无效 (phone may hold only digits, '+', '-' and spaces: {raw!r})"
-        )
+        raise InvalidInput(key="err.import.phone", value=raw)
     return phone
 
 
 def parse_address(cell: object) -> str:
     address = _text(cell)
     if len(address) > MAX_ADDRESS:
-        raise InvalidInput(f"地址过长 (address is longer than {MAX_ADDRESS} characters)")
+        raise InvalidInput(key="err.import.address_long", max=MAX_ADDRESS)
     return address
 
 
@@ -174,20 +163,20 @@ _TOO_PRECISE = re.compile(r"^\s*[¥￥]?\s*[\d,]*\.\d{3,}\s*$")
 
 def parse_amount(cell: object) -> int:
     if _is_blank(cell):
-        raise InvalidInput("金额为空 (amount is empty)")
+        raise InvalidAmount(key="err.amount.empty")
     if isinstance(cell, (int, float, Decimal)) and not isinstance(cell, bool) and cell <= 0:
-        raise InvalidInput("金额必须大于零 (amount must be greater than zero)")
+        raise InvalidAmount(key="err.amount.positive")
     try:
         fen = parse_yuan(cell)
     except InvalidAmount as exc:
         text = unicodedata.normalize("NFKC", repr(cell) if isinstance(cell, float) else str(cell))
         if _TOO_PRECISE.match(text):
-            raise InvalidInput("金额最多两位小数 (amount has more than two decimals)") from exc
+            raise InvalidAmount(key="err.amount.decimals") from exc
         if text.strip().startswith("-"):
-            raise InvalidInput("金额必须大于零 (amount must be greater than zero)") from exc
-        raise InvalidInput(f"金额无效 (not an amount: {cell!r})") from exc
+            raise InvalidAmount(key="err.amount.positive") from exc
+        raise InvalidAmount(key="err.amount.invalid", value=repr(cell)) from exc
     if fen <= 0:
-        raise InvalidInput("金额必须大于零 (amount must be greater than zero)")
+        raise InvalidAmount(key="err.amount.positive")
     return fen
 
 
@@ -197,9 +186,7 @@ _PERIOD_RE = re.compile(r"^(\d{4})[-/.年]?(\d{1,2})月?$")
 def parse_period(cell: object) -> str:
     """2026-10, 2026/10, 202610, 2026年10月, or a date cell (Excel turns '2026-10'
     into 2026-10-01) -> '2026-10'."""
-    bad = InvalidInput(
-        f"账期无效，应为 2026-10 或 202610 (period must look like 2026-10: {cell!r})"
-    )
+    bad = InvalidInput(key="err.import.period", value=_text(cell))
     if isinstance(cell, dt.date):  # datetime is a date too
         return f"{cell.year:04d}-{cell.month:02d}"
     if isinstance(cell, bool):
@@ -225,9 +212,7 @@ def parse_due_date(cell: object) -> dt.date | None:
     """A date cell, 'YYYY-MM-DD', 'YYYY/MM/DD', 'YYYYMMDD' or an Excel serial number."""
     if _is_blank(cell):
         return None
-    bad = InvalidInput(
-        f"到期日无效，应为 2026-10-31 (due date must look like 2026-10-31: {cell!r})"
-    )
+    bad = InvalidInput(key="err.import.due_date", value=_text(cell))
     if isinstance(cell, dt.datetime):
         return cell.date()
     if isinstance(cell, dt.date):
@@ -268,15 +253,16 @@ class _Rows:
             return None
         return row.cells[index]
 
-    def error(self, row_number: int, message: str) -> None:
+    def error(self, row_number: int, key: str, /, **params: object) -> None:
         self.bad_rows.add(row_number)
-        self.errors.append(RowError(row_number, f"第 {row_number} 行：{message}"))
+        self.errors.append(RowError.keyed(row_number, key, **params))
 
     def parse(self, row: TableRow, name: str, parser: Callable[[object], T]) -> T | None:
         try:
             return parser(self.cell(row, name))
         except InvalidInput as exc:
-            self.error(row.row_number, str(exc))
+            self.bad_rows.add(row.row_number)
+            self.errors.append(RowError.of(row.row_number, exc))
             return None
 
 
@@ -313,8 +299,8 @@ def _validate_accounts(uow: UnitOfWork, table: Table, rows: _Rows,
             continue
         first = seen.setdefault((biller, number), row.row_number)
         if first != row.row_number:
-            rows.error(row.row_number, f"与第 {first} 行重复 (duplicates row {first}: "
-                                       f"{biller} {number})")
+            rows.error(row.row_number, "err.import.duplicate_account", first=first,
+                       biller=biller, account=number)
             continue
         valid.append(Account(biller, number, name, phone, address))
     return valid
@@ -340,8 +326,8 @@ def _validate_bills(uow: UnitOfWork, table: Table, rows: _Rows,
             continue
         first = seen.setdefault((biller, number, period), row.row_number)
         if first != row.row_number:
-            rows.error(row.row_number, f"与第 {first} 行重复 (duplicates row {first}: "
-                                       f"{biller} {number} {period})")
+            rows.error(row.row_number, "err.import.duplicate_bill", first=first,
+                       biller=biller, account=number, period=period)
             continue
         parsed.append((row.row_number, Bill(None, biller, number, period, amount, due)))
     accounts = uow.accounts.existing([(b.biller, b.account) for _, b in parsed])
@@ -349,11 +335,11 @@ def _validate_bills(uow: UnitOfWork, table: Table, rows: _Rows,
     valid: list[Bill] = []
     for row_number, bill in parsed:
         if (bill.biller, bill.account) not in accounts:
-            rows.error(row_number, f"用户不存在，请先导入用户 (account {bill.biller} "
-                                   f"{bill.account} not found: import it first)")
+            rows.error(row_number, "err.import.account_missing", biller=bill.biller,
+                       account=bill.account)
         elif (bill.biller, bill.account, bill.period) in billed:
-            rows.error(row_number, f"该账期的账单已存在 (a bill for {bill.biller} "
-                                   f"{bill.account} {bill.period} already exists)")
+            rows.error(row_number, "err.import.bill_exists", biller=bill.biller,
+                       account=bill.account, period=bill.period)
         else:
             valid.append(bill)
     return valid
@@ -393,10 +379,10 @@ def _check(kind: str, uow: UnitOfWork, table: Table, progress: Progress | None) 
         rows = _Rows(table, map_headers(table.headers, columns_spec))
     except InvalidInput as exc:
         rows = _Rows(table, {})
-        rows.errors.append(RowError(1, str(exc)))
+        rows.errors.append(RowError.of(1, exc))  # the header row
         return _Checked(rows, [], True)
     if not table.rows:
-        rows.errors.append(RowError(2, "第 2 行：文件中没有数据行 (the file has no data rows)"))
+        rows.errors.append(RowError.keyed(2, "err.import.no_rows"))
         return _Checked(rows, [], True)
     if kind == "accounts":
         return _Checked(rows, _validate_accounts(uow, table, rows, progress), False)
@@ -468,8 +454,7 @@ def _write(
     errors = rows.errors[:MAX_STORED_ERRORS]
     if len(rows.errors) > MAX_STORED_ERRORS:
         extra = len(rows.errors) - MAX_STORED_ERRORS
-        errors.append(RowError(rows.errors[MAX_STORED_ERRORS].row,
-                               f"……另有 {extra} 条错误 ({extra} more errors not shown)"))
+        errors.append(RowError.keyed(0, "err.import.more_errors", n=extra))  # no one row
     run = ImportRun(
         id=None, kind=kind, filename=filename, actor=actor, at=now, status=status,
         total_rows=len(table.rows), imported=imported,

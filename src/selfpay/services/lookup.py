@@ -61,13 +61,13 @@ class InvalidPhone(LookupRefused):
 
 class CodeThrottled(LookupRefused):
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"a code was sent recently: wait {retry_after_s} s")
+        super().__init__(key="lookup.throttled", seconds=retry_after_s)
         self.retry_after_s = retry_after_s
 
 
 class CodeWrong(LookupRefused):
     def __init__(self, tries_left: int) -> None:
-        super().__init__(f"wrong code ({tries_left} tries left)")
+        super().__init__(key="lookup.code_wrong", n=tries_left)
         self.tries_left = tries_left
 
 
@@ -88,7 +88,7 @@ def normalize_phone(raw: str) -> str:
     elif text.startswith("0086"):
         text = text[4:]
     if not _PHONE_RE.match(text):
-        raise InvalidPhone("not a mobile phone number")
+        raise InvalidPhone(key="lookup.bad_phone")
     return text
 
 
@@ -117,9 +117,9 @@ def wait_before_resend(existing: SmsCode | None, now: dt.datetime, rules: SmsRul
 def check_code(row: SmsCode | None, code_hash: str, now: dt.datetime, rules: SmsRules) -> None:
     """Raise unless `code_hash` is the live code of `row`. Does not count the try."""
     if row is None or row.used or now >= row.expires_at:
-        raise CodeExpired("no valid code: ask for a new one")
+        raise CodeExpired(key="lookup.code_expired")
     if row.tries >= rules.max_tries:
-        raise CodeLocked("too many wrong codes: ask for a new one")
+        raise CodeLocked(key="lookup.code_locked")
     if not hmac.compare_digest(row.code_hash, code_hash):
         raise CodeWrong(max(rules.max_tries - row.tries - 1, 0))
 

@@ -182,6 +182,7 @@ class OrderView:
     posted_at: dt.datetime | None
     expires_at: dt.datetime
     new: bool = False  # this call created the order (not a replay of its key)
+    version: int = 0  # grows with every change (a status poll waits for it to move)
 
 
 def _utcnow() -> dt.datetime:
@@ -201,7 +202,7 @@ def view(order: Order, *, new: bool = False) -> OrderView:
         channel=order.channel, action=dict(order.action), attempts_left=order.attempts_left,
         channel_txn_id=order.channel_txn_id, created_at=order.created_at,
         paid_at=order.paid_at, posted_at=order.posted_at, expires_at=order.expires_at,
-        new=new,
+        new=new, version=order.version,
     )
 
 

@@ -23,6 +23,8 @@ from selfpay.domain.accounts import (
     PostingResult,
 )
 from selfpay.domain.devices import Alarm, Device, MaintenanceTask
+from selfpay.domain.errors import DomainError
+from selfpay.domain.messages import LOG_LANG, translate
 from selfpay.domain.orders import Order, OrderStatus
 from selfpay.domain.work_orders import WorkOrderKind, WorkOrderStatus
 
@@ -130,8 +132,43 @@ class AuditEntry:
 
 @dataclass(slots=True)
 class RowError:
-    row: int  # 1-based row number as the user sees it in the sheet
+    """What is wrong with one row of a sheet (an import, a QR batch), or with the sheet
+    (row 0). It is stored and read later, maybe by someone reading another language, so
+    it keeps its message key and values: localized() says it in the reader's language.
+    `message` is the English (logs, the record), and all an error stored before errors
+    had keys holds. The row number is not part of the message: pages show it in a column
+    of its own, the command line before the message."""
+
+    row: int  # 1-based row number as the user sees it in the sheet; 0: the whole sheet
     message: str
+    key: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def keyed(cls, row: int, key: str, /, **params: Any) -> Self:
+        values = {k: _storable(v) for k, v in params.items()}
+        return cls(row, translate(LOG_LANG, key, **values), key, values)
+
+    @classmethod
+    def of(cls, row: int, error: DomainError) -> Self:
+        """The row's error as `error` says it (a plain-sentence error stays one)."""
+        key = error.key or error.default_key
+        if not key:
+            return cls(row, str(error))
+        return cls.keyed(row, key, **error.params)
+
+    def localized(self, lang: str) -> str:
+        return translate(lang, self.key, **self.params) if self.key else self.message
+
+
+def _storable(value: object) -> object:
+    """A value as JSON keeps it: numbers, text and lists of them; anything else as text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return [_storable(v) for v in items]
+    return str(value)
 
 
 @dataclass(slots=True)
@@ -814,3 +851,20 @@ class Cache(Protocol):
         ...
     def set(self, key: str, value: Any, *, ttl_s: int) -> None: ...
     def delete(self, key: str) -> None: ...
+
+
+# --- speech (the kiosk's spoken prompts) ---------------------------------------------------
+
+
+class SpeechUnavailable(Exception):
+    """The synthesiser is not installed, or it failed or hung: the kiosk stays silent (a
+    spoken prompt helps; it is never needed to pay)."""
+
+
+class SpeechSynthesiser(Protocol):
+    """Text to speech, offline: espeak-ng on this machine (adapters/voice.py)."""
+
+    def synthesise(self, text: str, *, voice: str, speed: int) -> bytes:
+        """A WAV file (RIFF, PCM) of `text` spoken by `voice` (e.g. cmn, yue, en-us) at
+        `speed` words per minute. Raises SpeechUnavailable."""
+        ...

@@ -497,8 +497,22 @@ def _import_run(row: Row[Any]) -> ImportRun:
         id=row.id, kind=row.kind, filename=row.filename, actor=row.actor, at=_aware(row.at),
         status=row.status, total_rows=row.total_rows, imported=row.imported,
         skipped=row.skipped,
-        errors=[RowError(int(n), str(msg)) for n, msg in row.errors],
+        errors=[_row_error(e) for e in row.errors],
     )
+
+
+def _row_error(stored: list[Any]) -> RowError:
+    """[row, message] (as stored before errors had keys) or [row, message, key, params]."""
+    row, message, *said = stored
+    if len(said) == 2 and isinstance(said[0], str) and isinstance(said[1], dict):
+        return RowError(int(row), str(message), said[0], dict(said[1]))
+    return RowError(int(row), str(message))
+
+
+def _stored_row_error(error: RowError) -> list[Any]:
+    if not error.key:
+        return [error.row, error.message]
+    return [error.row, error.message, error.key, error.params]
 
 
 class SqlAlchemyImportRunRepository:
@@ -510,7 +524,7 @@ class SqlAlchemyImportRunRepository:
             insert(t.import_runs).values(
                 kind=run.kind, filename=run.filename, actor=run.actor, at=_utc(run.at),
                 status=run.status, total_rows=run.total_rows, imported=run.imported,
-                skipped=run.skipped, errors=[[e.row, e.message] for e in run.errors],
+                skipped=run.skipped, errors=[_stored_row_error(e) for e in run.errors],
             )
         )
         run.id = _new_id(result)

@@ -171,7 +171,8 @@ import_runs = Table(
     Column("total_rows", Integer, nullable=False),
     Column("imported", Integer, nullable=False),
     Column("skipped", Integer, nullable=False),
-    Column("errors", JSON, nullable=False),  # [[row, message], ...]
+    # [[row, message, key, params], ...]; older rows [[row, message]]
+    Column("errors", JSON, nullable=False),
 )
 
 qr_batches = Table(
@@ -501,3 +502,16 @@ device_tasks = Table(
     CheckConstraint("period_days > 0", name="period_positive"),
 )
 Index("ix_device_tasks_device", device_tasks.c.device_id)
+
+# which kiosk an order was made at, and whether its outcome reached the device's
+# failure count (reported once: the first status poll that sees it settled claims it)
+device_orders = Table(
+    "device_orders",
+    metadata,
+    Column("order_no", String(32), primary_key=True),
+    Column("device_id", String(32), ForeignKey("devices.device_id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(8), nullable=False, server_default=""),  # '' | ok | failed
+    Column("reported_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_device_orders_device", device_orders.c.device_id, device_orders.c.created_at)

@@ -28,7 +28,8 @@ Progress = Callable[[int, int], None]
 class BatchRejected(Exception):
     """The sheet has invalid rows (and skip_invalid was not given) or no account at all."""
 
-    def __init__(self, errors: list[RowError], warnings: list[str] | None = None) -> None:
+    def __init__(self, errors: list[RowError], warnings: list[RowError] | None = None
+                 ) -> None:
         super().__init__(f"{len(errors)} invalid row(s)")
         self.errors = errors
         self.warnings = warnings or []
@@ -39,7 +40,7 @@ class BatchOutcome:
     batch: QrBatch
     path: Path
     skipped: list[RowError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[RowError] = field(default_factory=list)
     preview: list[tuple[str, str, str]] = field(default_factory=list)  # biller, account, payload
 
 
@@ -72,7 +73,7 @@ def run_batch(
         raise BatchRejected(list(plan.errors), list(plan.warnings))
     if not plan.items:
         raise BatchRejected(
-            [*plan.errors, RowError(0, "表格中没有可生成的用户编号 (no account to generate)")],
+            [*plan.errors, RowError.keyed(0, "err.batch.empty")],
             list(plan.warnings),
         )
     started = now()
@@ -93,7 +94,7 @@ def run_batch(
         id=None, actor=actor, created_at=started, source_filename=filename,
         count=result.count, sha256=result.sha256, size_bytes=result.size,
         stored_path=f"batches/{name}", billers=",".join(billers),
-        warnings=list(plan.warnings),
+        warnings=[w.message for w in plan.warnings],  # the record's English
     )
     try:
         with uow_factory() as uow:

@@ -57,10 +57,15 @@ _XLS_MAGIC = b"\xd0\xcf\x11\xe0"
 _SHOWN_ROWS = 10  # numeric-cell warning lists at most this many row numbers
 
 Audience = Literal["web", "cli"]  # who fills in the sheet: where its default biller is set
-# where a row without a biller gets its biller from, as each audience knows it
+# where a row without a biller gets its biller from, as each audience knows it: in the
+# template's (Chinese) instructions, and as a term of the row errors (messages.TERM)
 _DEFAULT_BILLER_FROM: dict[Audience, str] = {
     "web": "上传页面上选择的“默认业务类型”",
     "cli": "命令行参数 --biller",
+}
+_DEFAULT_BILLER_TERM: dict[Audience, str] = {
+    "web": "term.batch.default_web",
+    "cli": "term.batch.default_cli",
 }
 
 
@@ -73,7 +78,8 @@ class BatchRow:
 
 @dataclass(slots=True)
 class RowError(ports.RowError):
-    """ports.RowError (`row`, `message`), shared with the account/bill import."""
+    """ports.RowError (`row`, `message`, its key and values), shared with the
+    account/bill import."""
 
     @property
     def row_number(self) -> int:
@@ -84,7 +90,8 @@ class RowError(ports.RowError):
 class BatchPlan:
     items: list[tuple[str, str]] = field(default_factory=list)  # (biller, account)
     errors: list[RowError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    # what is made anyway but worth a look (a repeated row, numeric cells), keyed alike
+    warnings: list[RowError] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -217,7 +224,7 @@ def _rows_to_batch(rows: Sequence[Sequence[object]]) -> list[BatchRow]:
     return out
 
 
-def _decode_csv(data: bytes) -> str:
+def _decode_csv(data: bytes, name: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -226,16 +233,15 @@ def _decode_csv(data: bytes) -> str:
         try:
             return data.decode("gb18030")
         except UnicodeDecodeError as exc:
-            raise ValueError(
-                "CSV 文件既不是 UTF-8 也不是 GBK 编码 / CSV is neither UTF-8 nor GBK"
-            ) from exc
+            raise UnreadableFile(key="err.file.encoding", filename=name) from exc
 
 
 def _read_csv(data: bytes, limits: SheetLimits, name: str) -> list[list[object]]:
     try:
-        return csv_rows(_decode_csv(data), limits, sheet=name or "CSV")
+        return csv_rows(_decode_csv(data, name or "CSV"), limits, sheet=name or "CSV")
     except csv.Error as exc:  # a field over csv's size limit, a NUL byte, ...
-        raise UnreadableFile(f"CSV 格式错误 (malformed CSV {name}: {exc})") from exc
+        raise UnreadableFile(key="err.file.csv", filename=name or "CSV",
+                             reason=str(exc)) from exc
 
 
 def _read_workbook(source: str | os.PathLike[str] | bytes,
@@ -288,40 +294,33 @@ def read_batch_rows(
 # --- validation --------------------------------------------------------------------------
 
 
-def _account_problem(raw: object, exc: InvalidAccountNumber) -> str:
-    if raw is None:
-        return "用户编号为空"
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return f"用户编号必须是非负整数（{exc}）"
-    return f"用户编号只能包含数字 0-9、字母 A-Z 和连字符 -，长度 1-32 位（{exc}）"
-
-
 def _biller_for(
     row: BatchRow, default: str | None, known: set[str] | None, audience: Audience
-) -> tuple[str | None, str | None]:
-    """(normalized biller, None) or (None, Chinese problem)."""
+) -> tuple[str | None, InvalidBillerCode | None]:
+    """(normalized biller, None) or (None, what is wrong with it)."""
     if row.biller_raw is None:
         if default is None:
-            return None, f"缺少业务类型，且没有指定默认业务类型（{_DEFAULT_BILLER_FROM[audience]}）"
+            return None, InvalidBillerCode(key="err.batch.no_biller",
+                                           source=_DEFAULT_BILLER_TERM[audience])
         return default, None
     try:
         biller = normalize_biller(
             str(row.biller_raw) if isinstance(row.biller_raw, int | float) else row.biller_raw
         )
     except InvalidBillerCode as exc:
-        return None, f"业务类型代码应为 1 个字母加最多 7 个字母或数字（{exc}）"
+        return None, exc
     if known is not None and biller not in known:
-        return None, f"未知的业务类型 {biller}（已配置：{'、'.join(sorted(known)) or '无'}）"
+        return None, InvalidBillerCode(key="err.batch.unknown_biller", code=biller,
+                                       known=sorted(known) or ["-"])
     return biller, None
 
 
-def _numeric_warning(rows: list[int]) -> str:
-    shown = "、".join(str(n) for n in rows[:_SHOWN_ROWS])
-    more = f" 等 {len(rows)} 行" if len(rows) > _SHOWN_ROWS else ""
-    return (
-        f"第 {shown}{more} 行的用户编号是数字单元格，开头的 0 可能已被 Excel 去掉；"
-        "请把用户编号列设为“文本”格式后重新填写"
-    )
+def _numeric_warning(rows: list[int]) -> RowError:
+    """Row 0: it is about several rows, named in the message."""
+    if len(rows) > _SHOWN_ROWS:
+        return RowError.keyed(0, "err.batch.numeric_more", rows=rows[:_SHOWN_ROWS],
+                              n=len(rows))
+    return RowError.keyed(0, "err.batch.numeric", rows=rows)
 
 
 def validate_batch_rows(
@@ -335,7 +334,7 @@ def validate_batch_rows(
     """
     default = normalize_biller(default_biller) if default_biller is not None else None
     if default is not None and known_billers is not None and default not in known_billers:
-        raise InvalidBillerCode(f"未知的默认业务类型 / unknown default biller: {default}")
+        raise InvalidBillerCode(key="err.batch.default_biller", code=default)
     plan = BatchPlan()
     first_row: dict[tuple[str, str], int] = {}
     numeric_rows: list[int] = []
@@ -345,19 +344,19 @@ def validate_batch_rows(
         try:
             account = normalize_account(row.account_raw)
         except InvalidAccountNumber as exc:
-            plan.errors.append(RowError(n, f"第 {n} 行：{_account_problem(row.account_raw, exc)}"))
+            plan.errors.append(RowError.of(n, exc))
         biller, problem = _biller_for(row, default, known_billers, audience)
         if problem is not None:
-            plan.errors.append(RowError(n, f"第 {n} 行：{problem}"))
+            plan.errors.append(RowError.of(n, problem))
         if account is None or biller is None:
             continue
         if isinstance(row.account_raw, int | float):
             numeric_rows.append(n)
         key = (biller, account)
         if key in first_row:
-            plan.warnings.append(
-                f"第 {n} 行与第 {first_row[key]} 行重复（{biller} {account}），只生成一个二维码"
-            )
+            plan.warnings.append(RowError.keyed(n, "err.batch.duplicate", row=n,
+                                                first=first_row[key], biller=biller,
+                                                account=account))
             continue
         first_row[key] = n
         plan.items.append(key)

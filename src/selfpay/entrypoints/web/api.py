@@ -18,10 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -179,6 +180,8 @@ class OrderOut(BaseModel):
     posted_at: dt.datetime | None
     receipt_url: str | None
     links: dict[str, str]
+    version: int = Field(description="grows with every change; pass it as `since` to wait "
+                                     "for the next one")
 
 
 def _order_out(order: OrderView, base: str) -> OrderOut:
@@ -193,7 +196,7 @@ def _order_out(order: OrderView, base: str) -> OrderOut:
         action=order.action, attempts_left=order.attempts_left,
         channel_txn_id=order.channel_txn_id, created_at=order.created_at,
         expires_at=order.expires_at, paid_at=order.paid_at, posted_at=order.posted_at,
-        receipt_url=receipt, links=links,
+        receipt_url=receipt, links=links, version=order.version,
     )
 
 
@@ -283,11 +286,36 @@ def pay_with_code(order_no: str, body: PaymentCodeIn, request: Request,
     return _order_out(view, container.settings.public_base_url)
 
 
+MAX_WAIT_S = 25.0  # under every proxy's read timeout (nginx: 60 s)
+FINAL = frozenset({"posted", "failed", "closed", "disputed"})
+
+
 @router.get("/orders/{order_no}", response_model=OrderOut, tags=["orders"],
             responses=ERRORS)
-def get_order(order_no: str, payments: PaymentsDep, container: ContainerDep) -> OrderOut:
-    """The order's status; once paid, its receipt link."""
-    return _order_out(payments.get(order_no), container.settings.public_base_url)
+async def get_order(
+    order_no: str, request: Request, payments: PaymentsDep, container: ContainerDep,
+    since: Annotated[int | None, Query(ge=0, description=(
+        "the `version` the client has: wait until the order moves past it"))] = None,
+    wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=(
+        "with `since`: wait at most this long for a change (a long poll)"))] = 0,
+) -> OrderOut:
+    """The order's status; once paid, its receipt link. With `since` and `wait_s` the
+    answer waits (up to 25 s) until the order changes, so that a status page asks once
+    per change instead of once a second; it comes at once when the order has already
+    moved on or is final."""
+    base = container.settings.public_base_url
+    view = await run_in_threadpool(payments.get, order_no)
+    if since is None or wait_s <= 0:
+        return _order_out(view, base)
+    watch = getattr(request.app.state, "order_watch", None)
+    deadline = time.monotonic() + wait_s
+    while view.version <= since and view.status not in FINAL:
+        left = deadline - time.monotonic()
+        if left <= 0 or watch is None or await request.is_disconnected():
+            break
+        await watch.changed(view.order_no, left)
+        view = await run_in_threadpool(payments.get, order_no)
+    return _order_out(view, base)
 
 
 class ReceiptLineOut(BaseModel):

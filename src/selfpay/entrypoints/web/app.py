@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,13 +27,15 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from selfpay.adapters.channels.sandbox_web import mount_sandbox
+from selfpay.adapters.db.order_watch import OrderWatch
 from selfpay.adapters.health import Health
 from selfpay.adapters.ratelimit import RateLimiter, RequestBudget
 from selfpay.adapters.worker_thread import WorkerThread
 from selfpay.bootstrap import Container, bootstrap, build_embedded_agent
 from selfpay.config import Settings, load_settings
 from selfpay.domain.errors import InvalidInput, NotFound
-from selfpay.entrypoints.web import admin, api, auth, device_api, lookup, public, work_orders
+from selfpay.entrypoints.web import admin, api, auth, device_api, lookup, public, voice, work_orders
+from selfpay.entrypoints.web import kiosk as kiosk_screen
 from selfpay.entrypoints.web.deps import Forbidden, LoginRequired, render
 from selfpay.entrypoints.web.i18n import (
     LocaleMiddleware,
@@ -185,9 +188,15 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                                   reconcile_interval_s=settings.reconcile_interval_s)
             worker.start()
         app.state.worker = worker
+        # Long-polled status requests wait for their order's change notice (PostgreSQL)
+        watch = OrderWatch(settings.sqlalchemy_url)
+        watch.start(asyncio.get_running_loop())
+        app.state.order_watch = watch
         try:
             yield
         finally:
+            app.state.order_watch = None
+            await anyio.to_thread.run_sync(watch.stop)
             app.state.worker = None
             if worker is not None:
                 await anyio.to_thread.run_sync(worker.stop)
@@ -235,8 +244,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     # the staff console's many routes need not be tried for every status poll.
     app.include_router(api.router)
     app.include_router(device_api.router)
+    app.include_router(voice.router)  # the kiosk's spoken prompts
     app.include_router(public.router)
     app.include_router(work_orders.router)
+    app.include_router(kiosk_screen.router)  # /kiosk/{device_id}: the terminal's screen
     app.include_router(auth.router)
     app.include_router(admin.router)
     mount_sandbox(app, container.channels, run_worker=settings.run_worker)

@@ -263,7 +263,9 @@ def status_context(container: Any, order: Order, lang: str, *, openid: bool) -> 
             "channel": order.channel,
             "state": view_state(order),
             "openid": openid,
-            "interval_ms": 1500,
+            "interval_ms": 1500,  # between requests only after an error (back-off)
+            "version": order.version,  # the poll waits for the order to move past it
+            "wait_s": 25,
             "t": pay_strings(lang),
         }),
     }

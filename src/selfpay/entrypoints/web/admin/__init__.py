@@ -8,6 +8,7 @@ from selfpay.entrypoints.web.admin import (
     billers,
     dashboard,
     dead_letters,
+    devices,
     imports,
     lists,
     messages,
@@ -20,7 +21,7 @@ from selfpay.entrypoints.web.admin import (
 
 router = APIRouter()
 for module in (dashboard, qr, batch, lists, orders, dead_letters, work_orders, messages,
-               imports, audit, users, rate_limits, billers):
+               imports, audit, users, rate_limits, billers, devices):
     router.include_router(module.router)
 
 __all__ = ["batch", "router"]

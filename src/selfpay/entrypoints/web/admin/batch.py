@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from selfpay.adapters.qr.jobs import BatchRejected, run_batch
 from selfpay.adapters.sheet_guard import SheetLimits, check_workbook
 from selfpay.bootstrap import Container
-from selfpay.domain.errors import InvalidInput
+from selfpay.domain.errors import DomainError, InvalidInput
 from selfpay.entrypoints.web.admin.qr import billers_of
 from selfpay.entrypoints.web.auth import record_audit
 from selfpay.entrypoints.web.deps import (
@@ -56,18 +56,51 @@ def _summary(job: Job, lang: str) -> str:
     return translate(lang, "job.done_all", count=job.done)
 
 
+def job_message(status: JobStatus, lang: str) -> str:
+    """Why the job failed, in the reader's language: its record keeps the message key
+    (`said`) besides the uploader's words (jobs written before keep only those)."""
+    if status.lost:
+        return translate(lang, "job.lost")
+    said = status.job.result.get("said")
+    return told(said, lang) if isinstance(said, dict) else status.job.message
+
+
+def stored_rows(errors: list[RowError]) -> list[dict[str, Any]]:
+    """Row errors (or warnings) as a job's record keeps them: with their keys, so that
+    each reader is told them in his language (told_rows)."""
+    return [{"row": e.row, "message": e.message, "key": e.key, "params": e.params}
+            for e in errors[:SHOWN_ROWS]]
+
+
+def told(stored: object, lang: str) -> str:
+    """A stored row error or warning in `lang`; a plain string (older records) as is."""
+    if not isinstance(stored, dict):
+        return str(stored)
+    params = stored.get("params")
+    error = RowError(int(stored.get("row") or 0), str(stored.get("message", "")),
+                     str(stored.get("key") or ""), params if isinstance(params, dict) else {})
+    return error.localized(lang)
+
+
+def told_rows(stored: list[Any], lang: str) -> list[dict[str, Any]]:
+    """Stored row errors as the row_errors macro and job.js show them: the row in its
+    own column, the message in `lang` without it."""
+    return [{"row": int(e.get("row") or 0) if isinstance(e, dict) else 0,
+             "message": told(e, lang)} for e in stored]
+
+
 def job_json(status: JobStatus, lang: str) -> dict[str, Any]:
     """What the job page and its script show (the shape of the old in-memory job)."""
     job, result = status.job, status.job.result
     batch_id = result.get("batch_id")
-    message = translate(lang, "job.lost") if status.lost else job.message
     return {
         "id": job.id, "state": job.state, "done": job.done, "total": job.total,
-        "batch_id": batch_id, "errors": result.get("errors", []),
-        "warnings": result.get("warnings", []), "skipped": result.get("skipped", []),
+        "batch_id": batch_id, "errors": told_rows(result.get("errors", []), lang),
+        "warnings": [told(w, lang) for w in result.get("warnings", [])],
+        "skipped": told_rows(result.get("skipped", []), lang),
         "skipped_rows": int(result.get("skipped_rows", 0)),
         "summary": _summary(job, lang),
-        "preview": result.get("preview", []), "message": message,
+        "preview": result.get("preview", []), "message": job_message(status, lang),
         "filename": job.filename,
         "download_url": f"/admin/qr/batches/{batch_id}/download"
         if batch_id is not None else None,
@@ -81,10 +114,6 @@ def visible_job(container: Container, job_id: str, user: User, *, kind: str) -> 
             or (status.job.owner != user.username and user.role != ADMIN)):
         raise HTTPException(404)
     return status
-
-
-def _rows(errors: list[RowError]) -> list[dict[str, Any]]:
-    return [{"row": e.row, "message": e.message} for e in errors[:SHOWN_ROWS]]
 
 
 def _run_job(
@@ -103,22 +132,31 @@ def _run_job(
             )
     except BatchRejected as exc:
         _finish(reporter, "failed", message=translate(lang, "batch.rejected"), result={
-            "errors": _rows(exc.errors), "warnings": list(exc.warnings)})
+            "errors": stored_rows(exc.errors), "warnings": stored_rows(exc.warnings),
+            "said": {"key": "batch.rejected"}})
     except (InvalidInput, ValueError) as exc:  # unreadable sheet, too large, ...
-        _finish(reporter, "failed", message=error_text(exc, lang))
+        _finish(reporter, "failed", message=error_text(exc, lang), result=said_of(exc))
     except Exception:
         log.exception("QR batch job %s failed", reporter.job_id)
         _finish(reporter, "failed", message=translate(lang, "batch.crashed"))
     else:
         _finish(reporter, "done", done=outcome.batch.count, total=outcome.batch.count,
                 result={
-                    "batch_id": outcome.batch.id, "warnings": list(outcome.warnings),
-                    "skipped": _rows(outcome.skipped),
+                    "batch_id": outcome.batch.id, "warnings": stored_rows(outcome.warnings),
+                    "skipped": stored_rows(outcome.skipped),
                     # a row may have two errors (account and biller): count rows once
                     "skipped_rows": len({e.row for e in outcome.skipped}),
                     "preview": [{"biller": b, "account": a, "payload": p}
                                 for b, a, p in outcome.preview],
                 })
+
+
+def said_of(exc: Exception) -> dict[str, Any]:
+    """A failed job's result: the key of its reason, when it has one (job_message)."""
+    if not isinstance(exc, DomainError):
+        return {}
+    said = RowError.of(0, exc)
+    return {"said": stored_rows([said])[0]} if said.key else {}
 
 
 def _finish(reporter: JobReporter, state: str, **outcome: Any) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from selfpay.adapters.db import tables
 from selfpay.bootstrap import Container
 from selfpay.domain.accounts import BillStatus
+from selfpay.entrypoints.web.admin.devices import alarm_banner
 from selfpay.entrypoints.web.admin.orders import payment_health
 from selfpay.entrypoints.web.auth import utcnow
 from selfpay.entrypoints.web.deps import AUDIT, ContainerDep, Viewer, render
@@ -87,4 +88,5 @@ def dashboard(request: Request, container: ContainerDep, user: Viewer) -> Respon
         "recent": recent,
         "recent_is_own": bool(actor),
         "health": payment_health(container, utcnow()),
+        "device_alarms": alarm_banner(container),
     })

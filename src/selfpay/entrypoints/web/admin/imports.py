@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,13 +26,14 @@ from selfpay.adapters.sheet_guard import SheetLimits, check_workbook
 from selfpay.adapters.tabular import read_table
 from selfpay.bootstrap import Container
 from selfpay.domain.errors import InvalidInput
-from selfpay.entrypoints.web.admin.batch import visible_job
+from selfpay.entrypoints.web.admin.batch import job_message, said_of, visible_job
 from selfpay.entrypoints.web.admin.lists import PAGE_SIZE, pages
 from selfpay.entrypoints.web.auth import utcnow
 from selfpay.entrypoints.web.deps import ContainerDep, CsrfChecked, Operator, Viewer, render
 from selfpay.entrypoints.web.i18n import error_text, request_lang, translate
 from selfpay.services import imports as import_service
 from selfpay.services.jobs import JobReporter, JobStatus
+from selfpay.services.ports import RowError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin/imports", include_in_schema=False)
@@ -64,7 +66,7 @@ def _run_import(reporter: JobReporter, container: Container, *, data: bytes, fil
                            skip_invalid=skip_invalid, now=utcnow(), progress=reporter.progress,
                            check_uow=container.read_uow_factory())
     except InvalidInput as exc:  # unreadable, past the caps
-        _finish(reporter, "failed", message=error_text(exc, lang))
+        _finish(reporter, "failed", message=error_text(exc, lang), result=said_of(exc))
     except Exception:
         log.exception("import job %s failed", reporter.job_id)
         _finish(reporter, "failed", message=translate(lang, "imports.crashed"))
@@ -95,7 +97,7 @@ def _job_json(status: JobStatus, lang: str) -> dict[str, Any]:
     return {
         "id": job.id, "state": job.state, "done": job.done, "total": job.total,
         "filename": job.filename, "progress": progress,
-        "message": translate(lang, "job.lost") if status.lost else job.message,
+        "message": job_message(status, lang),
         "run_url": f"/admin/imports/{run_id}" if run_id is not None else None,
     }
 
@@ -167,4 +169,6 @@ def import_run(request: Request, run_id: int, container: ContainerDep,
         run = uow.imports.get(run_id)
     if run is None:
         raise HTTPException(404)
+    lang = request_lang(request)  # the run's errors were stored with their keys
+    run = replace(run, errors=[RowError(e.row, e.localized(lang)) for e in run.errors])
     return render(request, "admin/import_run.html", {"run": run, "fresh": False})

@@ -255,9 +255,15 @@
       state = s;
     }
 
+    var version = typeof cfg.version === "number" ? cfg.version : null;
+
     function poll() {
-      fetch(cfg.api, { headers: { "Accept": "application/json" }, cache: "no-store",
-                       credentials: "same-origin" })
+      // A long poll: the server answers when the order moves past `version` (or after
+      // wait_s), so the page asks once per change rather than once a second.
+      var url = version === null ? cfg.api
+        : cfg.api + "?since=" + version + "&wait_s=" + (cfg.wait_s || 25);
+      fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store",
+                   credentials: "same-origin" })
         .then(function (r) {
           if (!r.ok) throw new Error("HTTP " + r.status);
           return r.json();
@@ -265,8 +271,9 @@
         .then(function (v) {
           failures = 0;
           showError(errorBox, "");
+          if (typeof v.version === "number") version = v.version;
           render(v);
-          if (!FINAL[state]) schedule();
+          if (!FINAL[state]) poll();  // at once: the server did the waiting
         })
         .catch(function () {
           failures += 1;
