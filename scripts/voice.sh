@@ -12,7 +12,7 @@
 # into a temporary file to prove it.
 #
 # No sox: the prompts are served as the WAV espeak-ng writes (every browser plays it, the
-# kiosk caches each file for a year, and a prompt is 100-300 KB on a local network), so
+# kiosk keeps each file a day, then revalidates; a prompt is 100-650 KB), so
 # there is no conversion step to install or to fail.
 set -euo pipefail
 
