@@ -247,3 +247,25 @@ def test_a_receipt_goes_by_sms_only_for_a_paid_order_and_not_too_often(kiosk: Ki
     assert kiosk.client.post(f"/kiosk/k-0001/api/orders/{no}/receipt",
                              json={"to": "pay@example.cn"}).status_code == 429  # per order
     assert kiosk.client.get(f"/kiosk/k-0001/orders/{no}/receipt-qr.svg").status_code == 200
+
+
+def test_an_offline_kiosk_sends_customers_to_its_standby_partner(kiosk: Kiosk) -> None:
+    from selfpay.services.devices import HEADER_SIGNATURE, HEADER_TIMESTAMP, signature
+
+    devices = kiosk.container.devices
+    devices.register(actor="admin", device_id="k-east", name="东门一号机", site="幸福小区",
+                     location="东门大厅")
+    secret = devices.enroll("k-east", devices.issue_enrolment_code("k-east", actor="admin"))
+    kiosk.enrol("k-west", standby="k-east")  # never beats: offline
+    body = json.dumps({"readings": {"app_version": "1", "uptime_s": 5}}).encode()
+    stamp = str(int(dt.datetime.now(dt.UTC).timestamp()))
+    devices.heartbeat("k-east", {HEADER_TIMESTAMP: stamp,
+                                 HEADER_SIGNATURE: signature(secret, "k-east", stamp, body)},
+                      body)
+    west = kiosk.client.get("/kiosk/k-west/help").text
+    assert 'id="kiosk-offline"' in west and "东门一号机" in west and "东门大厅" in west
+    assert 'href="/lookup"' in west
+    east = kiosk.client.get("/kiosk/k-east/help").text  # online: nothing to send away for
+    assert 'id="kiosk-offline"' not in east
+    english = kiosk.client.get("/kiosk/k-west/help?lang=en").text
+    assert "Please pay at 东门一号机" in english

@@ -197,12 +197,22 @@ def kiosk_page(request: Request, device_id: str, container: ContainerDep) -> Res
 
 @router.get("/kiosk/{device_id}/help", name="kiosk_help")
 def kiosk_help(request: Request, device_id: str, container: ContainerDep) -> Response:
-    """A placeholder for the help / feedback page the corner QR code will open."""
+    """The page the corner QR code opens (on a phone, or from a sign at the site). While
+    this terminal is offline it sends customers to its standby partner, or to paying by
+    phone; the help / feedback content is still to come."""
     try:
         device = _device(container, device_id)
     except KioskRefused:
         return _refused(request, device_id)
-    return _page(request, "kiosk/help.html", {"device": device})
+    now = _now()
+    standby = None
+    if not device.online(now) and device.standby:
+        with container.read_uow_factory() as uow:
+            standby = uow.devices.get(device.standby)
+    return _page(request, "kiosk/help.html", {
+        "device": device, "offline": not device.online(now),
+        "standby": standby, "standby_online": bool(standby and standby.online(now)),
+    })
 
 
 # --- images -------------------------------------------------------------------------

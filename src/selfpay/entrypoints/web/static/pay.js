@@ -273,7 +273,9 @@
           showError(errorBox, "");
           if (typeof v.version === "number") version = v.version;
           render(v);
-          if (!FINAL[state]) poll();  // at once: the server did the waiting
+          if (FINAL[state]) return;
+          if (version === null) schedule();  // no version to wait on: ask again later
+          else poll();  // at once: the server did the waiting
         })
         .catch(function () {
           failures += 1;
