@@ -433,12 +433,8 @@ class Payments:
         if order.status is S.PENDING and order.action:
             # the QR attempt on screen gives way to the scanned code: one live attempt
             self._close_attempt(order_no)
-        request = PaymentRequest(
-            order_no=order.order_no, amount_fen=order.amount_fen,
-            description=f"{self._biller_name(order.biller)} {order.account}",
-            notify_url=f"{self._base}/api/v1/notify/{order.channel}",
-            expires_at=order.expires_at, mode="payment_code", client_ip=client_ip,
-            attempt=seen + 1, return_url=f"{self._base}/pay/{order.order_no}")
+        request = self._payment_request(order, mode="payment_code", attempt=seen + 1,
+                                        client_ip=client_ip)
 
         def start(uow: UnitOfWork) -> bool:
             current = uow.orders.get(order_no, for_update=True)
@@ -525,20 +521,27 @@ class Payments:
         self._biller_names[code] = (name, time.monotonic())
         return name
 
-    def _prepay(self, order: Order, *, mode: str, payer_openid: str, client_ip: str,
-                return_url: str, new: bool = False) -> OrderView:
-        channel = self._channel(order.channel)
-        seen_attempts = order.attempts
-        request = PaymentRequest(
+    def _payment_request(self, order: Order, *, mode: str, attempt: int, client_ip: str,
+                         payer_openid: str = "", return_url: str = "") -> PaymentRequest:
+        """What the channel is asked for one attempt: the order's own amount, always."""
+        return PaymentRequest(
             order_no=order.order_no, amount_fen=order.amount_fen,
             description=f"{self._biller_name(order.biller)} {order.account}",
             notify_url=f"{self._base}/api/v1/notify/{order.channel}",
             expires_at=order.expires_at, mode=mode, payer_openid=payer_openid,
-            client_ip=client_ip, attempt=seen_attempts + 1,
+            client_ip=client_ip, attempt=attempt,
             # Back to our own status page, which asks the server; never trust the
             # cashier's word that the payment went through.
             return_url=return_url or f"{self._base}/pay/{order.order_no}",
         )
+
+    def _prepay(self, order: Order, *, mode: str, payer_openid: str, client_ip: str,
+                return_url: str, new: bool = False) -> OrderView:
+        channel = self._channel(order.channel)
+        seen_attempts = order.attempts
+        request = self._payment_request(order, mode=mode, attempt=seen_attempts + 1,
+                                        payer_openid=payer_openid, client_ip=client_ip,
+                                        return_url=return_url)
         try:
             action = dict(channel.create_payment(request))
         except ChannelError as exc:
